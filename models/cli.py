@@ -1,0 +1,39 @@
+"""Shared command-line plumbing: one-line errors, exit codes, rich console."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import CheckFailed, UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line (exit 2) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def run(main, argv=None) -> int:
+    """Run a CLI main: user errors and failed checks become one line on stderr and an exit code."""
+    try:
+        return int(main(argv) or 0)
+    except (UserError, CheckFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback for the user; CT_DEBUG=1 shows it
+        if os.environ.get("CT_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: {type(e).__name__}: {first[:300]} (set CT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3

@@ -1,0 +1,53 @@
+"""The one registry of zoo models that the CLIs, the pipeline and the tests iterate over.
+
+Zoo modules call :func:`register` at import time; :func:`names` and :func:`get`
+import every module in ``models.zoo`` first, so adding a file there is all it
+takes to add a model (no second list anywhere).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .errors import UserError
+from .spec import ModelSpec
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_loaded = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_zoo() -> None:
+    global _loaded
+    if _loaded:
+        return
+    from . import zoo
+
+    for info in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{zoo.__name__}.{info.name}")
+    _loaded = True
+
+
+def names() -> list[str]:
+    _load_zoo()
+    return list(_REGISTRY)
+
+
+def specs() -> list[ModelSpec]:
+    _load_zoo()
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> ModelSpec:
+    _load_zoo()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}") from None

@@ -1,0 +1,1 @@
+"""One module per zoo model; each registers its ModelSpec at import (see models.registry)."""
