@@ -98,6 +98,8 @@ def train(spec: ModelSpec, tiny: bool = False, seed: int = 0, cache: str | Path 
     seconds = time.perf_counter() - start
     value = evaluate(spec, model, splits, config)
     meets = spec.metric.meets(value, spec.quality_bar)
+    if model.optimizer is not None:  # a fresh, unbuilt optimizer: its state is dead weight for deployment
+        model.compile(optimizer="adam", loss=spec.loss)
     with atomic_path(path) as tmp:
         model.save(tmp)
     write_json(sidecar, {

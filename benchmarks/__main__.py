@@ -1,0 +1,100 @@
+"""python -m benchmarks {run,report}"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.cli import ArgumentParser, console, run
+from models.errors import UserError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise UserError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _run(args):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models import registry
+
+    from . import report, runtimes, variants
+    from .runner import Method
+    from .store import Store
+    from .sweep import Sweep, SweepConfig
+
+    names = args.models or registry.names()
+    for n in names:
+        registry.get(n)
+    for v in args.variants or []:
+        variants.by_name(v)
+    for r in args.runtimes or []:
+        runtimes.by_name(r)
+    cfg = SweepConfig(models=names, method=Method.quick() if args.quick else Method(), out=Path(args.out),
+                      cache=args.cache_dir, fresh=args.fresh,
+                      batches=[_positive(b) for b in args.batch] if args.batch else [1],
+                      threads=[_positive(t) for t in args.threads] if args.threads else SweepConfig([]).threads)
+    if args.variants:
+        cfg.variants = args.variants
+    if args.runtimes:
+        cfg.runtimes = args.runtimes
+    out = console()
+    for r in runtimes.RUNTIMES:
+        reason = r.unavailable()
+        out.print(f"runtime {r.name}: {'available' if reason is None else 'not available: ' + reason}")
+    store = Store(cfg.out / "results.db")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=False) as progress:
+        task = progress.add_task("sweep", total=None)
+        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text))
+        progress.update(task, total=len(sweep.plan()))
+        measured = sweep.run(advance=lambda: progress.advance(task))
+        progress.update(task, description="sweep done")
+    rows = store.rows(names)
+    paths = report.write(rows, cfg.out)
+    out.print(f"{measured} new measurement(s); {len(rows)} row(s) in {store.path}")
+    for w in report.slower_quantized(rows):
+        out.print(f"[yellow]WARNING[/]: {w}")
+    out.print("report: " + ", ".join(str(p) for p in paths))
+
+
+def _report(args):
+    from . import report
+    from .store import Store
+
+    db = Path(args.out) / "results.db"
+    if not db.exists():
+        raise UserError(f"no results store at {db}; run `python -m benchmarks run` first")
+    rows = Store(db).rows(args.models)
+    paths = report.write(rows, Path(args.out))
+    console().print("report: " + ", ".join(str(p) for p in paths))
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m benchmarks", description="Latency and accuracy across runtimes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="measure every model x variant x runtime (resumes finished rows)")
+    p.add_argument("--models", nargs="+", default=None, help="zoo names (default: all)")
+    p.add_argument("--variants", nargs="+", default=None)
+    p.add_argument("--runtimes", nargs="+", default=None)
+    p.add_argument("--batch", nargs="+", default=None, help="batch sizes (default 1)")
+    p.add_argument("--threads", nargs="+", default=None, help="thread counts (default: all cores)")
+    p.add_argument("--quick", action="store_true", help="shorter warm-up and timed runs")
+    p.add_argument("--fresh", action="store_true", help="measure again even if the store has the row")
+    p.add_argument("--out", default="results", help="directory for results.db and the report")
+    p.add_argument("--cache-dir", default=None)
+    p.set_defaults(fn=_run)
+    p = sub.add_parser("report", help="write report.md and results.json from the store")
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--out", default="results")
+    p.set_defaults(fn=_report)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

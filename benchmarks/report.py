@@ -1,0 +1,74 @@
+"""Markdown (and JSON) report from the results store: per model, variants x runtimes side by side."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from models.artifacts import atomic_write
+
+FP32 = {"keras": "fp32", "litert": "tflite-fp32", "onnxruntime-cpu": "onnx-fp32"}
+
+
+def _fmt(value, spec=".3f"):
+    return "" if value is None else format(value, spec)
+
+
+def reference_metric(rows: list[dict], model: str) -> float | None:
+    for r in rows:
+        if r["model"] == model and r["variant"] == "fp32" and r["status"] == "ok":
+            return r["metric"]
+    return None
+
+
+NOISE = 1.10  # a quantized variant must be >10% slower at p50 before it is flagged
+
+
+def slower_quantized(rows: list[dict]) -> list[str]:
+    """Quantized variants slower than fp32 on the same runtime (a known trap, e.g. ONNX Runtime int8 on some CPUs)."""
+    warnings = []
+    ok = [r for r in rows if r["status"] == "ok"]
+    for r in ok:
+        base_name = FP32.get(r["runtime"])
+        if r["variant"] == base_name or not any(q in r["variant"] for q in ("int8", "dynamic", "float16")):
+            continue
+        for b in ok:
+            if (b["model"], b["runtime"], b["variant"], b["batch"], b["threads"]) == (
+                    r["model"], r["runtime"], base_name, r["batch"], r["threads"]) and r["p50_ms"] > NOISE * b["p50_ms"]:
+                warnings.append(f"{r['model']}: {r['variant']} is slower than {base_name} on {r['runtime']} "
+                                f"(p50 {r['p50_ms']:.3f} ms vs {b['p50_ms']:.3f} ms, batch {r['batch']})")
+    return warnings
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# Benchmark report", ""]
+    if rows:
+        lines += [f"Host: {rows[0]['host']}  ", f"Git revision: {rows[0]['git_rev']}  ",
+                  f"Versions: {rows[0]['versions']}", ""]
+    warnings = slower_quantized(rows)
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in warnings] + [""]
+    for model in sorted({r["model"] for r in rows}):
+        mrows = [r for r in rows if r["model"] == model]
+        ref = reference_metric(rows, model)
+        metric_name = mrows[0]["metric_name"]
+        lines += [f"## {model}", "",
+                  f"| variant | runtime | batch | threads | {metric_name} | Δ vs fp32 | size KiB | gzip KiB | init ms "
+                  "| p50 ms | p90 ms | p99 ms | runs | status |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in mrows:
+            delta = "" if r["metric"] is None or ref is None else f"{r['metric'] - ref:+.4f}"
+            status = "ok" if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+            size = "" if r["size"] is None else f"{r['size'] / 1024:.1f}"
+            gz = "" if r["size_gzip"] is None else f"{r['size_gzip'] / 1024:.1f}"
+            lines.append(f"| {r['variant']} | {r['runtime']} | {r['batch']} | {r['threads']} | {_fmt(r['metric'], '.4f')} "
+                         f"| {delta} | {size} | {gz} | {_fmt(r['init_ms'], '.1f')} | {_fmt(r['p50_ms'])} "
+                         f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['runs'] or ''} | {status} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(rows: list[dict], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = atomic_write(out_dir / "report.md", markdown(rows))
+    js = atomic_write(out_dir / "results.json", json.dumps(rows, indent=1, default=str))
+    return [md, js]

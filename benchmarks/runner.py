@@ -1,0 +1,72 @@
+"""Timing method: inputs prepared outside the timed region, warm-up by time and count, then timed runs
+until both a minimum time and a minimum count are reached (in the spirit of TFLite's benchmark_model)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Method:
+    warmup_s: float = 0.5
+    warmup_runs: int = 10
+    min_s: float = 1.0
+    min_runs: int = 50
+    max_s: float = 20.0  # stop a very slow model even if min_runs is not reached
+
+    @classmethod
+    def quick(cls) -> "Method":
+        return cls(warmup_s=0.1, warmup_runs=3, min_s=0.25, min_runs=15, max_s=5.0)
+
+
+@dataclass
+class LatencyStats:
+    """Milliseconds per call."""
+
+    runs: int
+    min: float
+    mean: float
+    std: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    first: float | None = None  # the first call after loading, timed apart from warm-up
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def stats(samples_ms) -> LatencyStats:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no timed runs")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return LatencyStats(int(a.size), float(a.min()), float(a.mean()), float(a.std()), float(p50), float(p90),
+                        float(p99), float(a.max()))
+
+
+def measure(call, method: Method = Method(), clock=time.perf_counter) -> LatencyStats:
+    """Time ``call()`` (which must block until the result is ready)."""
+    t0 = clock()
+    call()
+    first = (clock() - t0) * 1e3
+    start, n = clock(), 0
+    while n < method.warmup_runs or clock() - start < method.warmup_s:
+        call()
+        n += 1
+        if clock() - start > method.max_s:
+            break
+    samples = []
+    start = clock()
+    while len(samples) < method.min_runs or clock() - start < method.min_s:
+        t = clock()
+        call()
+        samples.append((clock() - t) * 1e3)
+        if clock() - start > method.max_s and len(samples) >= 3:
+            break
+    result = stats(samples)
+    result.first = first
+    return result

@@ -1,0 +1,22 @@
+"""LiteRT (ai-edge-litert interpreter, XNNPACK delegate by default)."""
+from __future__ import annotations
+
+import time
+
+from .loaded import Loaded
+
+
+def unavailable() -> str | None:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError as e:
+        return f"ai-edge-litert is not installed ({e})"
+    return None
+
+
+def load(path, threads: int | None = None) -> Loaded:
+    from export import runtime
+
+    t0 = time.perf_counter()
+    model = runtime.load(path, threads=threads)
+    return Loaded(model.predict, (time.perf_counter() - t0) * 1e3, provider="xnnpack")

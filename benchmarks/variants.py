@@ -1,0 +1,94 @@
+"""The variants a sweep builds for each model: a chain of steps from the trained fp32 model to an artifact."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.artifacts import atomic_path
+from models.loading import Subject
+from models.training import TrainedModel
+
+
+class VariantUnavailable(Exception):
+    """This variant cannot be built for this model; the message says why."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    source: str  # "fp32" or "pruned" (magnitude pruning, PRUNE_SPARSITY, fine-tuned)
+    format: str  # keras | tflite | onnx
+    mode: str = "fp32"  # quantization mode for exported formats
+
+    def chain(self) -> list[str]:
+        steps = ["train"] + ([f"prune({PRUNE_SPARSITY})"] if self.source == "pruned" else [])
+        return steps + ([f"{self.format}({self.mode})"] if self.format != "keras" else [])
+
+
+PRUNE_SPARSITY = 0.5
+PRUNE_EPOCHS = 2
+
+VARIANTS = [
+    Variant("fp32", "fp32", "keras"),
+    Variant("pruned", "pruned", "keras"),
+    Variant("tflite-fp32", "fp32", "tflite"),
+    Variant("tflite-dynamic", "fp32", "tflite", "dynamic"),
+    Variant("tflite-float16", "fp32", "tflite", "float16"),
+    Variant("tflite-int8", "fp32", "tflite", "int8"),
+    Variant("onnx-fp32", "fp32", "onnx"),
+    Variant("onnx-int8", "fp32", "onnx", "int8"),
+    Variant("pruned-tflite-int8", "pruned", "tflite", "int8"),
+]
+
+
+def by_name(name: str) -> Variant:
+    for v in VARIANTS:
+        if v.name == name:
+            return v
+    from models.errors import UserError
+
+    raise UserError(f"unknown variant {name!r}; valid: {', '.join(v.name for v in VARIANTS)}")
+
+
+def _pruned(trained: TrainedModel, work: Path) -> Path:
+    path = work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
+    if path.exists():
+        return path
+    spec = trained.spec
+    if spec.train_fn is not None:
+        raise VariantUnavailable(f"{spec.name} is trained by a custom loop; pruning fine-tunes with fit()")
+    from compress.pruning import prune
+
+    splits = trained.splits()
+    pruned, outcome = prune(trained.load(), splits.train, spec.loss, sparsity=PRUNE_SPARSITY, epochs=PRUNE_EPOCHS,
+                            batch_size=trained.config.get("batch_size", 32))
+    if not outcome.ran:
+        raise VariantUnavailable(outcome.reason())
+    with atomic_path(path) as tmp:
+        pruned.save(tmp)
+    return path
+
+
+def build(variant: Variant, trained: TrainedModel, work: Path) -> Path:
+    """The artifact for ``variant`` (cached under ``work``); raises VariantUnavailable with the reason."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = trained.path if variant.source == "fp32" else _pruned(trained, work)
+    if variant.format == "keras":
+        return source
+    path = work / f"{variant.name}.{variant.format}"
+    if path.exists():
+        return path
+    from compress.ptq import QuantRecipe
+    from export.exporter import export
+    from models.loading import load_keras
+
+    subject = Subject(trained.spec.name, load_keras(source), source, trained.spec, trained.config,
+                      trained.splits(), trained.seed)
+    try:
+        result = export(subject, QuantRecipe(variant.format, variant.mode), path, chain=variant.chain()[:-1])
+    except Exception as e:  # a converter that cannot handle an op: recorded with its reason, sweep goes on
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VariantUnavailable(f"{variant.format} conversion failed: {first[:300]}") from None
+    if not result.written:
+        raise VariantUnavailable(f"parity check failed: {result.validation.failure()}")
+    return path

@@ -1,0 +1,40 @@
+"""Printing export results (shared by `python -m export` and `python -m compress quantize`)."""
+from __future__ import annotations
+
+from models.errors import CheckFailed
+
+
+def add_model_args(p):
+    p.add_argument("model", metavar="MODEL", help="zoo name (trained on demand) or path to a .keras/.h5 file")
+    p.add_argument("-o", "--output", default=None, help="output file (default: ./<model>[-<mode>].<ext>)")
+    p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
+    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
+    p.add_argument("--no-validate", action="store_true", help="skip the parity check (numbers are not computed)")
+    p.add_argument("--cache-dir", default=None)
+
+
+def default_output(name: str, fmt: str, mode: str) -> str:
+    return f"{name}{'' if mode == 'fp32' else '-' + mode}.{fmt}"
+
+
+def report(out, result, subject) -> None:
+    """Print sizes and validation numbers; raise CheckFailed if the parity check failed."""
+    v = result.validation
+    out.print(f"{subject.name} -> {result.recipe}: {result.size / 1024:.1f} KiB (gzip {result.size_gzip / 1024:.1f} KiB)")
+    if v is not None:
+        from rich.table import Table
+
+        t = Table(title=f"validation on {v.n_samples} {v.inputs_from}")
+        for col in ("output", "max abs error", "max rel error", "tolerance"):
+            t.add_column(col)
+        for o in v.outputs:
+            t.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", "n/a (quantized)" if v.atol is None else f"{v.atol:.1g}")
+        out.print(t)
+        if v.top1_agreement is not None:
+            out.print(f"top-1 agreement with Keras: {v.top1_agreement:.4f}")
+        if v.metric_name:
+            out.print(f"{v.metric_name}: keras fp32 {v.metric_source:.4f} -> {result.recipe} {v.metric_export:.4f}")
+    if result.written:
+        out.print(f"wrote {result.path} (+ {result.path.name}.json)")
+    else:
+        raise CheckFailed(f"{v.failure()}; nothing written (use --no-validate to write anyway)")

@@ -1,0 +1,179 @@
+"""Run an exported model without TensorFlow: ``load(path).predict(inputs)``.
+
+This is the module an app embeds. It imports numpy, onnxruntime and the LiteRT
+interpreter only. ``.onnx`` runs on ONNX Runtime (a GPU provider when one is
+available), ``.tflite`` on LiteRT; int8/uint8 inputs and outputs are
+(de)quantized with the scale and zero point stored in the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Runtimes print start-up notes from C++ straight to fd 2; keep them out of the app's stderr."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class RuntimeModelError(Exception):
+    """The file cannot be loaded or run by its runtime."""
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON sidecar written next to an exported file (``model.onnx.json``), or {}."""
+    sidecar = Path(str(path) + ".json")
+    if sidecar.exists():
+        try:
+            return json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return {}
+    return {}
+
+
+def _as_dict(inputs, names):
+    if isinstance(inputs, dict):
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise RuntimeModelError(f"missing input(s) {missing}; the model takes {names}")
+        return inputs
+    if len(names) != 1:
+        raise RuntimeModelError(f"the model takes {len(names)} inputs {names}: pass a dict")
+    return {names[0]: inputs}
+
+
+class _Base:
+    input_names: list[str]
+    output_names: list[str]
+
+    def __init__(self, path, metadata):
+        self.path = Path(path)
+        self.metadata = metadata
+
+    def _ordered(self, outputs: dict):
+        order = [n for n in self.metadata.get("outputs", {}).get("names", []) if n in outputs] or list(outputs)
+        values = [outputs[n] for n in order]
+        self.output_names = order
+        return values[0] if len(values) == 1 else values
+
+
+class OnnxModel(_Base):
+    def __init__(self, path, metadata, providers=None, threads=None):
+        super().__init__(path, metadata)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+        except Exception as e:
+            raise RuntimeModelError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+        self.providers = self.session.get_providers()
+        self._inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_names = list(self._inputs)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, inputs):
+        feed = {}
+        for name, value in _as_dict(inputs, self.input_names).items():
+            kind = self._inputs[name].type
+            dtype = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+                     "tensor(float16)": np.float16}.get(kind, None)
+            feed[name] = np.asarray(value, dtype=dtype) if dtype else np.asarray(value)
+        try:
+            outs = self.session.run(None, feed)
+        except Exception as e:
+            raise RuntimeModelError(f"ONNX Runtime failed: {str(e).splitlines()[0][:300]}") from None
+        return self._ordered(dict(zip([o.name for o in self.session.get_outputs()], outs)))
+
+
+class TFLiteModel(_Base):
+    def __init__(self, path, metadata, threads=None, xnnpack=True):
+        super().__init__(path, metadata)
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        kwargs = {"num_threads": threads} if threads else {}
+        if not xnnpack:
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            with _quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate" etc.
+                self.interpreter = Interpreter(model_path=str(path), **kwargs)
+                runner = self.interpreter.get_signature_runner()
+                self._in = runner.get_input_details()
+                self._out = runner.get_output_details()
+                del runner  # it holds references that block allocate_tensors/resize
+                self.interpreter.allocate_tensors()
+        except Exception as e:
+            raise RuntimeModelError(f"LiteRT cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+        self.input_names = list(self.metadata.get("inputs", {}).get("names", [])) or list(self._in)
+        self.input_names = [n for n in self.input_names if n in self._in] or list(self._in)
+        self.output_names = list(self._out)
+
+    def _set(self, name, value):
+        d = self._in[name]
+        value = np.asarray(value)
+        if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f":
+            scale, zero = d["quantization"]
+            value = np.clip(np.round(value / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+        value = value.astype(d["dtype"])
+        if tuple(self.interpreter.get_tensor(d["index"]).shape) != value.shape:
+            self.interpreter.resize_tensor_input(d["index"], value.shape, strict=False)
+            self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(d["index"], value)
+
+    def predict(self, inputs):
+        feed = _as_dict(inputs, self.input_names)
+        try:
+            for name in self.input_names:
+                self._set(name, feed[name])
+            self.interpreter.invoke()
+        except RuntimeModelError:
+            raise
+        except Exception as e:
+            raise RuntimeModelError(f"LiteRT failed: {str(e).splitlines()[0][:300]}") from None
+        outs = {}
+        for name, d in self._out.items():
+            value = self.interpreter.get_tensor(d["index"])
+            if d["dtype"] in (np.int8, np.uint8):
+                scale, zero = d["quantization"]
+                value = (value.astype(np.float32) - zero) * scale
+            outs[name] = value
+        return self._ordered(outs)
+
+
+def load(path: str | os.PathLike, *, providers=None, threads: int | None = None, xnnpack: bool = True):
+    """Load ``.onnx`` or ``.tflite`` for inference; raises RuntimeModelError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeModelError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise RuntimeModelError(f"{path} is empty")
+    metadata = read_metadata(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxModel(path, metadata, providers=providers, threads=threads)
+    if suffix == ".tflite":
+        return TFLiteModel(path, metadata, threads=threads, xnnpack=xnnpack)
+    raise RuntimeModelError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected .onnx or .tflite")
