@@ -35,7 +35,7 @@ def _run(args):
     for r in args.runtimes or []:
         runtimes.by_name(r)
     cfg = SweepConfig(models=names, method=Method.quick() if args.quick else Method(), out=Path(args.out),
-                      cache=args.cache_dir, fresh=args.fresh,
+                      cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny,
                       batches=[_positive(b) for b in args.batch] if args.batch else [1],
                       threads=[_positive(t) for t in args.threads] if args.threads else SweepConfig([]).threads)
     if args.variants:
@@ -85,6 +85,7 @@ def main(argv=None):
     p.add_argument("--threads", nargs="+", default=None, help="thread counts (default: all cores)")
     p.add_argument("--quick", action="store_true", help="shorter warm-up and timed runs")
     p.add_argument("--fresh", action="store_true", help="measure again even if the store has the row")
+    p.add_argument("--tiny", action="store_true", help="use the zoo's tiny configurations (smoke test)")
     p.add_argument("--out", default="results", help="directory for results.db and the report")
     p.add_argument("--cache-dir", default=None)
     p.set_defaults(fn=_run)

@@ -29,6 +29,7 @@ class SweepConfig:
     out: Path = Path("results")
     cache: str | None = None
     fresh: bool = False
+    tiny: bool = False  # the zoo's tiny configurations (tests)
 
 
 def batch_of(x, batch: int):
@@ -60,7 +61,7 @@ class Sweep:
             spec = registry.get(model_name)
             if model_name not in trained_cache:
                 self.on_step(f"{model_name}: training (cached after the first run)")
-                trained_cache[model_name] = train(spec, cache=self.cfg.cache)
+                trained_cache[model_name] = train(spec, tiny=self.cfg.tiny, cache=self.cfg.cache)
             trained = trained_cache[model_name]
             for batch in self.cfg.batches:
                 for threads in self.cfg.threads:

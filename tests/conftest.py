@@ -1,5 +1,6 @@
 """Test set-up: an isolated artifact cache per session, and tiny trained zoo models shared by all tests."""
 import os
+from dataclasses import dataclass
 import sys
 import tempfile
 from pathlib import Path
@@ -34,12 +35,40 @@ def tiny_trained(name):
 
 @pytest.fixture
 def run_cli():
-    """Run ``python -m <module> args...`` in a subprocess; returns CompletedProcess (text)."""
+    """Run ``python -m <module> args...`` in a fresh interpreter (the real thing, slow: a few per suite)."""
     import subprocess
 
     def _run(module, *args, timeout=600, cwd=None):
-        env = dict(os.environ)
         return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=cwd or ROOT)
+                              timeout=timeout, env=dict(os.environ), cwd=cwd or ROOT)
+
+    return _run
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run a CLI's main() in this process through the same error wrapper as ``python -m`` (fast)."""
+    import importlib
+
+    from models.cli import run
+
+    def _run(module, *args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        main = importlib.import_module(f"{module}.__main__").main
+        capsys.readouterr()
+        try:
+            code = run(main, [str(a) for a in args])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code if isinstance(e.code, int) else 2
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
 
     return _run

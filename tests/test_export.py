@@ -1,0 +1,101 @@
+"""Export: conversion + validation for every registered model, the parity check itself, the TF-free runtime."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compress.ptq import QuantRecipe
+from conftest import ROOT, ZOO, tiny_trained
+from export import exporter, runtime
+from models.loading import Subject
+
+
+def subject_of(name):
+    t = tiny_trained(name)
+    return Subject(name, t.load(), t.path, t.spec, t.config, t.splits(), t.seed)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("name", ZOO)
+def test_fp32_export_matches_keras(name, fmt, tmp_path):
+    subject = subject_of(name)
+    out = tmp_path / f"{name}.{fmt}"
+    result = exporter.export(subject, QuantRecipe(fmt), out)
+    v = result.validation
+    assert v.inputs_from == "test split" and v.n_samples > 0
+    assert result.written, v.failure()
+    assert v.max_abs <= subject.spec.export_atol
+    meta = json.loads((tmp_path / f"{name}.{fmt}.json").read_text())
+    assert meta["model"] == name and meta["inputs"]["names"] == [t.name.split(":")[0] for t in subject.model.inputs]
+    assert meta["outputs"]["names"] == list(subject.model.output_names)
+
+
+@pytest.mark.parametrize("fmt,mode", [("tflite", "dynamic"), ("tflite", "float16"), ("tflite", "int8"),
+                                      ("onnx", "dynamic"), ("onnx", "int8")])
+def test_quantized_exports_report_metric_and_agreement(fmt, mode, tmp_path):
+    subject = subject_of("cnn")
+    result = exporter.export(subject, QuantRecipe(fmt, mode), tmp_path / f"cnn.{fmt}")
+    v = result.validation
+    assert result.written and v.atol is None
+    assert v.metric_name == "accuracy" and 0.0 <= v.metric_export <= 1.0
+    assert v.top1_agreement is not None and v.top1_agreement > 0.5
+    assert result.size < (tmp_path / f"cnn.{fmt}").stat().st_size * 1.01
+
+
+def test_int8_tflite_is_smaller_than_fp32(tmp_path):
+    subject = subject_of("cnn")
+    fp32 = exporter.export(subject, QuantRecipe("tflite"), tmp_path / "a.tflite")
+    int8 = exporter.export(subject, QuantRecipe("tflite", "int8"), tmp_path / "b.tflite")
+    assert int8.size < fp32.size / 2
+
+
+def test_parity_failure_is_reported_and_nothing_written(tmp_path, monkeypatch):
+    """An exported file that drifts from its Keras source fails validation and is not written."""
+    subject = subject_of("mlp")
+    drifted = subject.model.__class__.from_config(subject.model.get_config())
+    drifted.set_weights([w + 0.05 for w in subject.model.get_weights()])
+    real_convert = exporter.convert
+    monkeypatch.setattr(exporter, "convert", lambda s, r, o=None: real_convert(
+        Subject(s.name, drifted, s.path, s.spec, s.config, s.splits), r, o))
+    out = tmp_path / "mlp.onnx"
+    result = exporter.export(subject, QuantRecipe("onnx"), out)
+    assert not result.written and not out.exists()
+    assert result.validation.max_abs > subject.spec.export_atol
+    assert "drifted: max abs error" in result.validation.failure()
+
+
+def test_runtime_does_not_import_tensorflow(tmp_path):
+    subject = subject_of("mlp")
+    path = tmp_path / "mlp.tflite"
+    exporter.export(subject, QuantRecipe("tflite"), path)
+    x = subject.splits.test.x[:3]
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from export import runtime; "
+            f"m = runtime.load({str(path)!r}); y = m.predict(np.load({str(tmp_path / 'x.npy')!r})); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; print(y.shape)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(3, 3)"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_runtime_accepts_batches_and_matches_keras(fmt, tmp_path):
+    subject = subject_of("cnn")
+    path = tmp_path / f"cnn.{fmt}"
+    exporter.export(subject, QuantRecipe(fmt), path)
+    model = runtime.load(path)
+    x = subject.splits.test.x
+    for batch in (1, 7, 1):
+        np.testing.assert_allclose(model.predict(x[:batch]), subject.model.predict(x[:batch], verbose=0), atol=1e-4)
+
+
+def test_runtime_rejects_bad_files(tmp_path):
+    for name, data in [("empty.onnx", b""), ("junk.onnx", b"not a model"), ("junk.tflite", b"\x00" * 64),
+                       ("model.pt", b"x")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(runtime.RuntimeModelError):
+            runtime.load(tmp_path / name)
+    with pytest.raises(runtime.RuntimeModelError, match="no such file"):
+        runtime.load(tmp_path / "missing.onnx")
