@@ -34,15 +34,17 @@ def _run(args):
         variants.by_name(v)
     for r in args.runtimes or []:
         runtimes.by_name(r)
-    cfg = SweepConfig(models=names, method=Method.quick() if args.quick else Method(), out=Path(args.out),
+    quick = args.quick
+    cfg = SweepConfig(models=names, method=Method.quick() if quick else Method(), out=Path(args.out),
                       cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny,
-                      batches=[_positive(b) for b in args.batch] if args.batch else [1],
-                      threads=[_positive(t) for t in args.threads] if args.threads else SweepConfig([]).threads)
+                      batches=[_positive(b) for b in args.batch] if args.batch else ([1] if quick else [1, 32]),
+                      threads=[_positive(t) for t in args.threads] if args.threads
+                      else ([SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads))
     if args.variants:
         cfg.variants = args.variants
     if args.runtimes:
         cfg.runtimes = args.runtimes
-    out = console()
+    out = console(stderr=args.json)
     for r in runtimes.RUNTIMES:
         reason = r.unavailable()
         out.print(f"runtime {r.name}: {'available' if reason is None else 'not available: ' + reason}")
@@ -60,18 +62,44 @@ def _run(args):
     for w in report.slower_quantized(rows):
         out.print(f"[yellow]WARNING[/]: {w}")
     out.print("report: " + ", ".join(str(p) for p in paths))
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=1, default=str))
 
 
 def _report(args):
     from . import report
-    from .store import Store
 
     db = Path(args.out) / "results.db"
     if not db.exists():
         raise UserError(f"no results store at {db}; run `python -m benchmarks run` first")
-    rows = Store(db).rows(args.models)
+    rows = _store_at(str(db)).rows(args.models)
     paths = report.write(rows, Path(args.out))
     console().print("report: " + ", ".join(str(p) for p in paths))
+
+
+def _store_at(path: str):
+    from .store import Store
+
+    p = Path(path)
+    db = p / "results.db" if p.is_dir() else p
+    if not db.exists():
+        raise UserError(f"no results store at {db}")
+    return Store(db)
+
+
+def _compare(args):
+    from .compare import compare
+
+    changes = compare(_store_at(args.old).rows(), _store_at(args.new).rows())
+    out = console()
+    if not changes:
+        out.print("no regressions beyond noise")
+        return 0
+    for c in changes:
+        out.print(f"REGRESSION ({c.kind}): {c.describe()}")
+    return 1
 
 
 def main(argv=None):
@@ -88,8 +116,13 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="use the zoo's tiny configurations (smoke test)")
     p.add_argument("--out", default="results", help="directory for results.db and the report")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print the rows of this sweep as JSON on stdout")
     p.set_defaults(fn=_run)
-    p = sub.add_parser("report", help="write report.md and results.json from the store")
+    p = sub.add_parser("compare", help="flag regressions of NEW against OLD (result dirs or .db files); exit 1 if any")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.set_defaults(fn=_compare)
+    p = sub.add_parser("report", help="write report.md, report.html and results.json from the store")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--out", default="results")
     p.set_defaults(fn=_report)

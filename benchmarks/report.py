@@ -47,14 +47,20 @@ def markdown(rows: list[dict]) -> str:
     warnings = slower_quantized(rows)
     if warnings:
         lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in warnings] + [""]
+    overheads = [r["overhead"] for r in rows if r.get("overhead") is not None]
+    if overheads:
+        import statistics
+
+        lines += [f"Harness self-check: timing each call adds a median {statistics.median(overheads):+.1%} "
+                  f"(max {max(overheads):+.1%}, {len(overheads)} checks) over a bare loop of the same calls.", ""]
     for model in sorted({r["model"] for r in rows}):
         mrows = [r for r in rows if r["model"] == model]
         ref = reference_metric(rows, model)
         metric_name = mrows[0]["metric_name"]
         lines += [f"## {model}", "",
                   f"| variant | runtime | batch | threads | {metric_name} | Δ vs fp32 | size KiB | gzip KiB | init ms "
-                  "| p50 ms | p90 ms | p99 ms | runs | status |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| p50 ms | p90 ms | p99 ms | runs | items/s | peak RSS MB | status |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mrows:
             delta = "" if r["metric"] is None or ref is None else f"{r['metric'] - ref:+.4f}"
             status = "ok" if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
@@ -62,13 +68,51 @@ def markdown(rows: list[dict]) -> str:
             gz = "" if r["size_gzip"] is None else f"{r['size_gzip'] / 1024:.1f}"
             lines.append(f"| {r['variant']} | {r['runtime']} | {r['batch']} | {r['threads']} | {_fmt(r['metric'], '.4f')} "
                          f"| {delta} | {size} | {gz} | {_fmt(r['init_ms'], '.1f')} | {_fmt(r['p50_ms'])} "
-                         f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['runs'] or ''} | {status} |")
+                         f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['runs'] or ''} | {_fmt(r.get('throughput'), '.0f')} "
+                         f"| {_fmt(r.get('peak_rss_mb'), '.0f')} | {status} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def html(rows: list[dict]) -> str:
+    """A self-contained page: the Markdown tables as HTML plus the plots inlined as base64 PNG."""
+    import base64
+    import html as h
+
+    from . import plots
+
+    parts = ["<!doctype html><meta charset='utf-8'><title>Benchmark report</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}.warn{color:#a60}</style>", "<h1>Benchmark report</h1>"]
+    if rows:
+        parts.append(f"<p>Host: {h.escape(rows[0]['host'] or '')}<br>Git revision: {h.escape(rows[0]['git_rev'] or '')}"
+                     f"<br>Versions: {h.escape(str(rows[0]['versions']))}</p>")
+    for w in slower_quantized(rows):
+        parts.append(f"<p class='warn'>WARNING: {h.escape(w)}</p>")
+    for model in sorted({r["model"] for r in rows}):
+        mrows = [r for r in rows if r["model"] == model]
+        parts.append(f"<h2>{h.escape(model)}</h2>")
+        table_md = [line for line in markdown(mrows).splitlines() if line.startswith("|")]
+        parts.append("<table>")
+        for i, line in enumerate(table_md):
+            if i == 1:
+                continue
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tag = "th" if i == 0 else "td"
+            parts.append("<tr>" + "".join(f"<{tag}>{h.escape(c)}</{tag}>" for c in cells) + "</tr>")
+        parts.append("</table>")
+        batch1 = [r for r in mrows if r["batch"] == 1]
+        threads = max((r["threads"] for r in batch1), default=1)
+        batch1 = [r for r in batch1 if r["threads"] == threads]
+        for png in (plots.pareto_scatter(model, batch1), plots.runtime_bars(model, batch1)):
+            parts.append(f"<p><img alt='{h.escape(model)} plot' src='data:image/png;base64,"
+                         f"{base64.b64encode(png).decode()}'></p>")
+    return "\n".join(parts)
 
 
 def write(rows: list[dict], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = atomic_write(out_dir / "report.md", markdown(rows))
+    page = atomic_write(out_dir / "report.html", html(rows))
     js = atomic_write(out_dir / "results.json", json.dumps(rows, indent=1, default=str))
-    return [md, js]
+    return [md, page, js]

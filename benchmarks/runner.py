@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from models.spec import n_samples, take
+
 
 @dataclass(frozen=True)
 class Method:
@@ -70,3 +72,29 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
     result = stats(samples)
     result.first = first
     return result
+
+
+def harness_overhead(call, rounds: int = 7, block: int = 200, clock=time.perf_counter) -> float:
+    """How much the harness's per-call timing adds over a bare loop of the same calls, as a fraction.
+
+    Blocks of harness-timed calls and bare loops alternate, so drift in machine load hits both alike;
+    the medians over rounds are compared.
+    """
+    harness, bare = [], []
+    for _ in range(rounds):
+        samples = []
+        for _ in range(block):
+            t = clock()
+            call()
+            samples.append(clock() - t)
+        harness.append(sum(samples) / block)
+        t = clock()
+        for _ in range(block):
+            call()
+        bare.append((clock() - t) / block)
+    return float(np.median(harness) / np.median(bare) - 1.0)
+
+
+def batch_of(x, batch: int):
+    """The first ``batch`` test inputs, tiled if the split is smaller (prepared outside the timed region)."""
+    return take(x, np.arange(batch) % n_samples(x))

@@ -12,7 +12,8 @@ COLUMNS = [
     ("metric_name", "TEXT"), ("higher_is_better", "INTEGER"), ("metric", "REAL"), ("size", "INTEGER"),
     ("size_gzip", "INTEGER"), ("init_ms", "REAL"), ("first_ms", "REAL"), ("runs", "INTEGER"), ("min_ms", "REAL"),
     ("mean_ms", "REAL"), ("std_ms", "REAL"), ("p50_ms", "REAL"), ("p90_ms", "REAL"), ("p99_ms", "REAL"),
-    ("max_ms", "REAL"), ("host", "TEXT"), ("versions", "TEXT"), ("git_rev", "TEXT"), ("created", "TEXT"),
+    ("max_ms", "REAL"), ("throughput", "REAL"), ("peak_rss_mb", "REAL"), ("load_rss_mb", "REAL"),
+    ("overhead", "REAL"), ("method", "TEXT"), ("host", "TEXT"), ("versions", "TEXT"), ("git_rev", "TEXT"), ("created", "TEXT"),
 ]
 NAMES = [c for c, _ in COLUMNS]
 

@@ -1,8 +1,18 @@
-"""The main job: every model x variant x runtime, with the task metric and latency side by side."""
+"""The main job: every model x variant x runtime, with the task metric and latency side by side.
+
+The metric is computed here on the whole test split; latency and memory are measured in a fresh child
+process per (model, variant, runtime, threads), so a runtime that leaks or crashes is one failed row.
+"""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +20,13 @@ import numpy as np
 
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
-from models.spec import n_samples, take
 from models.training import train
 
 from . import host, runtimes, variants
-from .runner import Method, measure
+from .runner import Method, batch_of
 from .store import Store
+
+CHILD_TIMEOUT_S = 600
 
 
 @dataclass
@@ -23,8 +34,8 @@ class SweepConfig:
     models: list[str]
     variants: list[str] = field(default_factory=lambda: [v.name for v in variants.VARIANTS])
     runtimes: list[str] = field(default_factory=lambda: [r.name for r in runtimes.RUNTIMES])
-    batches: list[int] = field(default_factory=lambda: [1])
-    threads: list[int] = field(default_factory=lambda: [os.cpu_count() or 1])
+    batches: list[int] = field(default_factory=lambda: [1, 32])
+    threads: list[int] = field(default_factory=lambda: sorted({1, os.cpu_count() or 1}))
     method: Method = Method()
     out: Path = Path("results")
     cache: str | None = None
@@ -32,16 +43,86 @@ class SweepConfig:
     tiny: bool = False  # the zoo's tiny configurations (tests)
 
 
-def batch_of(x, batch: int):
-    """The first ``batch`` test inputs, tiled if the split is smaller."""
-    n = n_samples(x)
-    index = np.arange(batch) % n
-    return take(x, index)
+def child_command() -> list[str]:
+    return [sys.executable, "-m", "benchmarks.child"]
+
+
+class Workers:
+    """One measurement worker process per (runtime, threads), restarted after a crash or a hang."""
+
+    def __init__(self, timeout: float = CHILD_TIMEOUT_S):
+        self.timeout = timeout
+        self._procs: dict[tuple, subprocess.Popen] = {}
+
+    def _worker(self, key) -> subprocess.Popen:
+        proc = self._procs.get(key)
+        if proc is None or proc.poll() is not None:
+            proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+            self._procs[key] = proc
+        return proc
+
+    def request(self, request: dict) -> dict:
+        """Send one request; a crash, a hang or garbage output becomes {"error": reason}."""
+        key = (request["runtime"], request["threads"])
+        proc = self._worker(key)
+        answer: list[str] = []
+
+        def read():
+            try:
+                proc.stdin.write(json.dumps(request) + "\n")
+                proc.stdin.flush()
+                for line in proc.stdout:
+                    if line.startswith("CT-RESULT "):
+                        answer.append(line)
+                        return
+            except (BrokenPipeError, OSError):
+                return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(self.timeout)
+        if answer:
+            return json.loads(answer[0][len("CT-RESULT "):])
+        if reader.is_alive():
+            self._kill(key)
+            return {"error": f"timed out after {self.timeout:.0f} s"}
+        code = proc.wait()
+        self._procs.pop(key, None)
+        if code < 0:
+            return {"error": f"runtime crashed (signal {-code})"}
+        tail = (proc.stderr.read().strip().splitlines() or ["no output"])[-1][:300]
+        return {"error": f"runtime process exited with code {code}: {tail}"}
+
+    def _kill(self, key) -> None:
+        proc = self._procs.pop(key, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        for key in list(self._procs):
+            proc = self._procs[key]
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._kill(key)
+
+
+def save_inputs(x, path: Path, n: int) -> Path:
+    x = batch_of(x, n)
+    arrays = dict(x) if isinstance(x, dict) else {"__single__": x}
+    np.savez(path, **arrays)
+    return path
 
 
 class Sweep:
     def __init__(self, cfg: SweepConfig, store: Store, on_step=lambda text: None):
         self.cfg, self.store, self.on_step = cfg, store, on_step
+        self._trained = {}
+        self.workers = Workers()
 
     def plan(self) -> list[tuple]:
         items = []
@@ -54,53 +135,86 @@ class Sweep:
                         items.append((m, variant, runtime))
         return items
 
+    def _key(self, trained, variant, runtime, batch, threads) -> str:
+        return key_of({"model": trained.path.name, "variant": variant.name, "runtime": runtime.name, "batch": batch,
+                       "threads": threads, "method": dataclasses.asdict(self.cfg.method)})
+
+    def trained(self, name):
+        if name not in self._trained:
+            self.on_step(f"{name}: training (cached after the first run)")
+            self._trained[name] = train(registry.get(name), tiny=self.cfg.tiny, cache=self.cfg.cache)
+        return self._trained[name]
+
     def run(self, advance=lambda: None) -> int:
+        try:
+            return self._run(advance)
+        finally:
+            self.workers.close()
+
+    def _run(self, advance) -> int:
         done = 0
-        trained_cache = {}
         for model_name, variant, runtime in self.plan():
-            spec = registry.get(model_name)
-            if model_name not in trained_cache:
-                self.on_step(f"{model_name}: training (cached after the first run)")
-                trained_cache[model_name] = train(spec, tiny=self.cfg.tiny, cache=self.cfg.cache)
-            trained = trained_cache[model_name]
-            for batch in self.cfg.batches:
-                for threads in self.cfg.threads:
-                    key = key_of({"model": trained.path.name, "variant": variant.name, "runtime": runtime.name,
-                                  "batch": batch, "threads": threads, "method": self.cfg.method.__dict__})
-                    if not self.cfg.fresh and self.store.has(key):
-                        continue
-                    self.on_step(f"{model_name} / {variant.name} / {runtime.name} / batch {batch}")
-                    row = self._measure(trained, variant, runtime, batch, threads)
-                    row.update(key=key, model=model_name, model_key=trained.path.stem, variant=variant.name,
-                               runtime=runtime.name, batch=batch, threads=threads, metric_name=spec.metric.name,
-                               higher_is_better=int(spec.metric.higher_is_better), host=host.host(),
-                               versions=host.versions(), git_rev=host.git_rev(),
-                               created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            trained = self.trained(model_name)
+            todo = [(b, t) for t in self.cfg.threads for b in self.cfg.batches
+                    if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
+            if todo:
+                self.on_step(f"{model_name} / {variant.name} / {runtime.name}")
+                for row in self._measure(trained, variant, runtime, todo):
                     self.store.put(row)
                     done += 1
             advance()
         return done
 
-    def _measure(self, trained, variant, runtime, batch, threads) -> dict:
+    def _row(self, trained, variant, runtime, batch, threads, **values) -> dict:
+        spec = trained.spec
+        row = dict(key=self._key(trained, variant, runtime, batch, threads), model=spec.name,
+                   model_key=trained.path.stem, variant=variant.name, runtime=runtime.name, batch=batch,
+                   threads=threads, metric_name=spec.metric.name, higher_is_better=int(spec.metric.higher_is_better),
+                   method=dataclasses.asdict(self.cfg.method), host=host.host(), versions=host.versions(),
+                   git_rev=host.git_rev(), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        row.update(values)
+        return row
+
+    def _measure(self, trained, variant, runtime, todo) -> list[dict]:
+        def all_rows(**values):
+            return [self._row(trained, variant, runtime, b, t, **values) for b, t in todo]
+
         reason = runtime.unavailable()
         if reason:
-            return {"status": "unavailable", "reason": reason}
+            return all_rows(status="unavailable", reason=reason)
         work = cache_dir(self.cfg.cache) / "variants" / trained.path.stem
         try:
             path = variants.build(variant, trained, work)
         except variants.VariantUnavailable as e:
-            return {"status": "failed", "reason": str(e)}
+            return all_rows(status="failed", reason=str(e))
         raw, gz = sizes(path)
+        splits = trained.splits()
         try:
-            loaded = runtime.load(path, threads)
-            splits = trained.splits()
-            metric = trained.spec.score(loaded.predict, splits.test, trained.config)
-            x = batch_of(splits.test.x, batch)
-            stats = measure(lambda: loaded.predict(x), self.cfg.method)
-        except Exception as e:  # a runtime that cannot run this artifact is a recorded failure
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return {"status": "failed", "reason": f"{runtime.name}: {first[:300]}", "size": raw, "size_gzip": gz}
-        return {"status": "ok", "reason": None, "provider": loaded.provider, "metric": metric, "size": raw,
-                "size_gzip": gz, "init_ms": loaded.init_ms, "first_ms": stats.first, "runs": stats.runs,
-                "min_ms": stats.min, "mean_ms": stats.mean, "std_ms": stats.std, "p50_ms": stats.p50,
-                "p90_ms": stats.p90, "p99_ms": stats.p99, "max_ms": stats.max}
+            metric = trained.spec.score(runtime.load(path, None).predict, splits.test, trained.config)
+        except Exception as e:  # the runtime cannot run this artifact: a recorded failure, the sweep goes on
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return all_rows(status="failed", reason=f"{runtime.name}: {first[:300]}", size=raw, size_gzip=gz)
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            inputs = save_inputs(splits.test.x, Path(tmp) / "inputs.npz", max(b for b, _ in todo))
+            for threads in sorted({t for _, t in todo}):
+                batches = [b for b, t in todo if t == threads]
+                self.on_step(f"{trained.spec.name} / {variant.name} / {runtime.name} / {threads} thread(s)")
+                result = self.workers.request({"runtime": runtime.name, "path": str(path), "inputs": str(inputs),
+                                    "batches": batches, "threads": threads,
+                                    "method": dataclasses.asdict(self.cfg.method),
+                                    "selfcheck": runtime.name in ("onnxruntime-cpu", "litert")})
+                if "error" in result:
+                    rows += [self._row(trained, variant, runtime, b, threads, status="failed",
+                                       reason=result["error"], metric=metric, size=raw, size_gzip=gz)
+                             for b in batches]
+                    continue
+                for r in result["results"]:
+                    rows.append(self._row(
+                        trained, variant, runtime, r["batch"], threads, status="ok", reason=None,
+                        provider=result["provider"], metric=metric, size=raw, size_gzip=gz,
+                        init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"], min_ms=r["min"],
+                        mean_ms=r["mean"], std_ms=r["std"], p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"],
+                        max_ms=r["max"], throughput=r["throughput"], peak_rss_mb=result["peak_rss_mb"],
+                        load_rss_mb=result["peak_rss_mb"] - result["base_rss_mb"], overhead=r.get("overhead")))
+        return rows

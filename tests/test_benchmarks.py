@@ -1,5 +1,6 @@
 """Benchmark method, store and report, on fakes with known timings, plus one real tiny sweep."""
 import itertools
+import sys
 
 import pytest
 
@@ -82,14 +83,68 @@ def test_report_warns_when_quantized_is_slower(tmp_path):
     assert "WARNING: m: onnx-int8 is slower" in text and "| onnx-int8 | onnxruntime-cpu |" in text
 
 
-def test_sweep_resumes_from_completed_rows(tmp_path):
-    cfg = SweepConfig(models=["mlp"], variants=["fp32", "tflite-fp32"], method=Method.quick(), tiny=True,
-                      out=tmp_path)
+def _tiny_cfg(tmp_path, **kw):
+    base = dict(models=["mlp"], variants=["fp32", "tflite-fp32"], runtimes=["keras", "litert"], batches=[1, 4],
+                threads=[1], method=Method.quick(), tiny=True, out=tmp_path)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def test_sweep_measures_in_workers_and_resumes(tmp_path):
     store = Store(tmp_path / "results.db")
-    assert Sweep(cfg, store).run() == 2
+    assert Sweep(_tiny_cfg(tmp_path), store).run() == 4
     rows = store.rows()
-    assert {(r["variant"], r["runtime"], r["status"]) for r in rows} == {("fp32", "keras", "ok"),
-                                                                         ("tflite-fp32", "litert", "ok")}
-    assert all(r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["runs"] >= 15 for r in rows)
-    assert Sweep(cfg, store).run() == 0  # nothing left to measure
-    assert len(store.rows()) == 2
+    assert {(r["variant"], r["runtime"], r["batch"], r["status"]) for r in rows} == {
+        ("fp32", "keras", 1, "ok"), ("fp32", "keras", 4, "ok"),
+        ("tflite-fp32", "litert", 1, "ok"), ("tflite-fp32", "litert", 4, "ok")}
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["runs"] >= 15
+        assert r["peak_rss_mb"] > 10 and r["init_ms"] > 0 and r["throughput"] > 0
+        assert r["metric"] is not None and r["versions"] and r["host"]
+    litert_b1 = [r for r in rows if r["runtime"] == "litert" and r["batch"] == 1][0]
+    assert litert_b1["overhead"] is not None  # harness self-check against a bare loop
+    assert Sweep(_tiny_cfg(tmp_path), store).run() == 0  # resumed: nothing left to measure
+    assert len(store.rows()) == 4
+
+
+def test_unavailable_gpu_runtime_is_a_row_with_a_reason(tmp_path):
+    store = Store(tmp_path / "results.db")
+    Sweep(_tiny_cfg(tmp_path, variants=["onnx-fp32"], runtimes=["onnxruntime-cuda"], batches=[1]), store).run()
+    (row,) = store.rows()
+    assert row["status"] == "unavailable" and "CUDAExecutionProvider" in row["reason"]
+
+
+def test_crashing_runtime_is_a_failed_row_not_a_dead_sweep(tmp_path, monkeypatch):
+    from benchmarks import sweep
+
+    monkeypatch.setattr(sweep, "child_command", lambda: [sys.executable, "-c", "import os; os.abort()"])
+    store = Store(tmp_path / "results.db")
+    Sweep(_tiny_cfg(tmp_path, variants=["tflite-fp32"], runtimes=["litert"], batches=[1]), store).run()
+    (row,) = store.rows()
+    assert row["status"] == "failed" and row["reason"] == "runtime crashed (signal 6)"
+    assert row["metric"] is not None  # the metric was computed before the worker died
+
+
+def test_compare_flags_regressions_beyond_noise():
+    from benchmarks.compare import compare
+
+    old = [_row(key="a", p50_ms=1.0, p90_ms=1.02), _row(key="b", variant="onnx-fp32", p50_ms=1.0, p90_ms=1.5)]
+    new = [_row(key="a", p50_ms=1.3, p90_ms=1.32), _row(key="b", variant="onnx-fp32", p50_ms=1.3, p90_ms=1.9)]
+    changes = compare(old, new)
+    # a: +30% with 4% spread is a regression; b: +30% with a 50%+ spread is noise
+    assert [(c.key[1], c.kind) for c in changes] == [("fp32", "latency")]
+    assert compare(old, [_row(key="a", metric=0.8)]) and compare(old, old) == []
+
+
+def test_report_files_have_tables_and_plots(tmp_path):
+    rows = [_row(key="a", variant="fp32", p50_ms=2.0, size=100),
+            _row(key="b", variant="tflite-int8", runtime="litert", p50_ms=0.5, size=25, metric=0.89),
+            _row(key="c", variant="tflite-fp32", runtime="litert", p50_ms=0.8, size=100, metric=0.88)]
+    md, page, js = report.write(rows, tmp_path)
+    assert "| tflite-int8 | litert |" in md.read_text()
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 2 and "<table>" in text
+    from benchmarks.plots import pareto
+
+    # tflite-fp32 is slower, larger and worse than tflite-int8: dominated
+    assert pareto(rows, True) == {0, 1}

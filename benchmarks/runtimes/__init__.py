@@ -1,11 +1,12 @@
-"""One adapter per runtime. Each says whether it is available (and why not), which artifact
-formats it runs, and how to load one into a blocking ``predict(inputs)``."""
+"""One adapter per runtime. Each says whether it is available here (and why not), which artifact format
+it runs, and how to load one. GPU runtimes are listed everywhere and say why they are unavailable."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from . import keras_tf, litert, onnxruntime_cpu
+from . import keras_tf, litert, onnxruntime
 
 
 @dataclass(frozen=True)
@@ -14,12 +15,22 @@ class Runtime:
     format: str  # artifact format it runs: keras | tflite | onnx
     unavailable: Callable[[], str | None]  # None when usable, else the reason
     load: Callable  # (path, threads) -> Loaded
+    gpu: bool = False
 
 
 RUNTIMES = [
     Runtime("keras", "keras", keras_tf.unavailable, keras_tf.load),
+    Runtime("keras-predict", "keras", keras_tf.unavailable, keras_tf.load_predict),
+    Runtime("tf-gpu", "keras", keras_tf.gpu_unavailable, keras_tf.load_gpu, gpu=True),
     Runtime("litert", "tflite", litert.unavailable, litert.load),
-    Runtime("onnxruntime-cpu", "onnx", onnxruntime_cpu.unavailable, onnxruntime_cpu.load),
+    Runtime("litert-noxnnpack", "tflite", litert.unavailable, functools.partial(litert.load, xnnpack=False)),
+    Runtime("onnxruntime-cpu", "onnx", onnxruntime.cpu_unavailable,
+            functools.partial(onnxruntime.load, provider="CPUExecutionProvider")),
+    Runtime("onnxruntime-cuda", "onnx", functools.partial(onnxruntime.provider_unavailable, "CUDAExecutionProvider"),
+            functools.partial(onnxruntime.load, provider="CUDAExecutionProvider"), gpu=True),
+    Runtime("onnxruntime-tensorrt", "onnx",
+            functools.partial(onnxruntime.provider_unavailable, "TensorrtExecutionProvider"),
+            functools.partial(onnxruntime.load, provider="TensorrtExecutionProvider"), gpu=True),
 ]
 
 

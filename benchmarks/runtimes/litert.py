@@ -1,4 +1,4 @@
-"""LiteRT (ai-edge-litert interpreter, XNNPACK delegate by default)."""
+"""LiteRT (ai-edge-litert interpreter), with the default XNNPACK delegate or with builtin kernels only."""
 from __future__ import annotations
 
 import time
@@ -14,9 +14,10 @@ def unavailable() -> str | None:
     return None
 
 
-def load(path, threads: int | None = None) -> Loaded:
+def load(path, threads: int | None = None, xnnpack: bool = True) -> Loaded:
     from export import runtime
 
     t0 = time.perf_counter()
-    model = runtime.load(path, threads=threads)
-    return Loaded(model.predict, (time.perf_counter() - t0) * 1e3, provider="xnnpack")
+    model = runtime.load(path, threads=threads, xnnpack=xnnpack)
+    return Loaded(model.predict, model.bind, (time.perf_counter() - t0) * 1e3,
+                  provider="xnnpack" if xnnpack else "builtin")

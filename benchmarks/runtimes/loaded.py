@@ -1,4 +1,4 @@
-"""What a runtime adapter returns: a blocking predict, and how long loading took."""
+"""What a runtime adapter returns: predict for the metric, bind for the timing loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,5 +8,6 @@ from typing import Callable
 @dataclass
 class Loaded:
     predict: Callable  # inputs -> numpy outputs (blocks until done)
-    init_ms: float
+    bind: Callable  # inputs -> zero-argument call that runs the model once on them (inputs prepared up front)
+    init_ms: float  # load + session/interpreter creation
     provider: str = "cpu"

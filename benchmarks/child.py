@@ -1,0 +1,94 @@
+"""Measurement worker: runs requests for one runtime and thread count in its own process.
+
+The sweep starts one worker per (runtime, threads) and sends it JSON requests on stdin, one per line;
+each answer is one ``CT-RESULT {...}`` line on stdout. A separate process keeps one runtime's threads,
+memory and crashes away from the others: if a native runtime kills the worker, that request is a
+failed row and the next request gets a fresh worker. Peak memory per request is read from the
+kernel's high-water mark, which is reset before each request.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def _inputs(path):
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        if list(data.keys()) == ["__single__"]:
+            return data["__single__"]
+        return {k: data[k] for k in data.keys()}
+
+
+def measure_request(req: dict) -> dict:
+    from . import runtimes
+    from .runner import Method, batch_of, harness_overhead, measure
+
+    runtime = runtimes.by_name(req["runtime"])
+    x = _inputs(req["inputs"])
+    gc.collect()
+    _reset_peak()
+    base = _status_mb("VmRSS")
+    loaded = runtime.load(req["path"], req["threads"])
+    method = Method(**req["method"])
+    results = []
+    for batch in req["batches"]:
+        call = loaded.bind(batch_of(x, batch))
+        stats = measure(call, method)
+        row = stats.as_dict()
+        row.update(batch=batch, throughput=batch * 1e3 / stats.mean)
+        if req.get("selfcheck") and batch == 1:
+            row["overhead"] = harness_overhead(call, block=max(20, min(200, int(200 / max(stats.mean, 1e-3)))))
+        results.append(row)
+    peak = _status_mb("VmHWM")
+    return {"init_ms": loaded.init_ms, "provider": loaded.provider, "base_rss_mb": base, "peak_rss_mb": peak,
+            "results": results}
+
+
+def serve(lines, write) -> None:
+    for line in lines:
+        if not line.strip():
+            continue
+        t0 = time.perf_counter()
+        try:
+            out = measure_request(json.loads(line))
+        except Exception as e:  # reported to the parent as a failed measurement
+            out = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"}
+        out["wall_s"] = time.perf_counter() - t0
+        write("CT-RESULT " + json.dumps(out) + "\n")
+        gc.collect()
+
+
+def main() -> int:
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    serve(sys.stdin, write)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
