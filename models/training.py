@@ -10,7 +10,7 @@ import numpy as np
 
 from .artifacts import atomic_path, cache_dir, key_of, write_json
 from .backend import keras
-from .spec import ModelSpec, Predict, Splits
+from .spec import ModelSpec, Predict, Splits, n_samples
 
 _SPLITS: dict[tuple, Splits] = {}
 
@@ -27,6 +27,9 @@ def keras_predict(model, batch_size: int = 256) -> Predict:
     """A Predict over a Keras model: numpy in, numpy (or list of numpy for multi-output) out."""
 
     def predict(x):
+        if n_samples(x) <= batch_size:  # model.predict costs ~100 ms of set-up per call; agents call this per step
+            out = model.predict_on_batch(x)
+            return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
         return model.predict(x, batch_size=batch_size, verbose=0)
 
     return predict
