@@ -11,19 +11,21 @@ def _export(args):
     from compress.ptq import QuantRecipe
     from models.loading import resolve
 
-    from .cli_common import default_output, report
+    from .cli_common import default_output, parse_batch, report
     from .exporter import export
 
     try:
         recipe = QuantRecipe(args.command, args.quantize)
     except ValueError as e:
         raise UserError(str(e)) from None
+    batch = parse_batch(args.batch)
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
     path = Path(args.output or default_output(subject.name, args.command, args.quantize))
     with out.status(f"converting to {recipe} and validating..."):
-        result = export(subject, recipe, path, opset=getattr(args, "opset", None), check=not args.no_validate)
+        result = export(subject, recipe, path, opset=getattr(args, "opset", None), batch=batch,
+                        allow_flex=args.allow_flex, enforce=not args.no_validate)
     report(out, result, subject)
 
 
@@ -65,7 +67,7 @@ def main(argv=None):
     p = sub.add_parser("onnx", help="export to ONNX (tf2onnx) and validate against Keras")
     add_model_args(p)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--quantize", default="fp32", help="fp32 | dynamic | int8 (ONNX Runtime quantization)")
+    p.add_argument("--quantize", default="fp32", help="fp32 | float16 | dynamic | int8 (ONNX Runtime quantization)")
     p.set_defaults(fn=_export)
     p = sub.add_parser("tflite", help="export to TFLite and validate against Keras")
     add_model_args(p)

@@ -9,8 +9,26 @@ def add_model_args(p):
     p.add_argument("-o", "--output", default=None, help="output file (default: ./<model>[-<mode>].<ext>)")
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
-    p.add_argument("--no-validate", action="store_true", help="skip the parity check (numbers are not computed)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="write the file even if the parity check fails (the numbers are still printed)")
+    p.add_argument("--batch", default="dynamic", help="batch axis: N (static) or 'dynamic' (default)")
+    p.add_argument("--allow-flex", action="store_true",
+                   help="TFLite: allow TF Select ops (the app then needs the Flex delegate)")
     p.add_argument("--cache-dir", default=None)
+
+
+def parse_batch(text: str) -> int | None:
+    from models.errors import UserError
+
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--batch must be a positive integer or 'dynamic', got {text!r}") from None
+    if value < 1:
+        raise UserError(f"--batch must be a positive integer or 'dynamic', got {value}")
+    return value
 
 
 def default_output(name: str, fmt: str, mode: str) -> str:
@@ -20,6 +38,8 @@ def default_output(name: str, fmt: str, mode: str) -> str:
 def report(out, result, subject) -> None:
     """Print sizes and validation numbers; raise CheckFailed if the parity check failed."""
     v = result.validation
+    for note in result.notes:
+        out.print(note)
     out.print(f"{subject.name} -> {result.recipe}: {result.size / 1024:.1f} KiB (gzip {result.size_gzip / 1024:.1f} KiB)")
     if v is not None:
         from rich.table import Table
@@ -36,5 +56,7 @@ def report(out, result, subject) -> None:
             out.print(f"{v.metric_name}: keras fp32 {v.metric_source:.4f} -> {result.recipe} {v.metric_export:.4f}")
     if result.written:
         out.print(f"wrote {result.path} (+ {result.path.name}.json)")
-    else:
+    if result.failed_check and not result.written:
         raise CheckFailed(f"{v.failure()}; nothing written (use --no-validate to write anyway)")
+    if result.failed_check:
+        out.print(f"warning: {v.failure()} (written anyway: --no-validate)")

@@ -1,4 +1,5 @@
-"""Keras -> ONNX conversion with tf2onnx, keeping the Keras input and output names."""
+"""Keras -> ONNX conversion with tf2onnx, keeping the Keras input and output names; checker and shape
+inference run on every file produced."""
 from __future__ import annotations
 
 import tempfile
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from compress.ptq import QuantRecipe, quantize_onnx
 from models.backend import quiet_stderr, tf
+from models.errors import UserError
 from models.spec import Inputs
 
 DEFAULT_OPSET = 17
@@ -15,22 +17,44 @@ def input_names(model) -> list[str]:
     return [t.name.split(":")[0] for t in model.inputs]
 
 
+def check(data: bytes) -> bytes:
+    """ONNX checker + shape inference; returns the model with inferred shapes."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    try:
+        onnx.checker.check_model(proto)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True)
+    except Exception as e:
+        raise UserError(f"the ONNX file fails the checker: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
+    return proto.SerializeToString()
+
+
 def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None = None,
-            opset: int = DEFAULT_OPSET) -> bytes:
-    """fp32 ONNX via tf2onnx, then ONNX Runtime quantization when the recipe asks for it."""
+            opset: int = DEFAULT_OPSET, batch: int | None = None) -> bytes:
+    """fp32 ONNX via tf2onnx, then float16 or ONNX Runtime quantization when the recipe asks for it."""
     import tf2onnx
 
     recipe = recipe or QuantRecipe("onnx", "fp32")
-    signature = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=name)
+    signature = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
                  for t, name in zip(model.inputs, input_names(model))]
-    with quiet_stderr():
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    data = proto.SerializeToString()
+    try:
+        with quiet_stderr():
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    except Exception as e:
+        raise UserError(f"tf2onnx conversion failed: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
+    data = check(proto.SerializeToString())
     if recipe.mode == "fp32":
         return data
+    if recipe.mode == "float16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        half = convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True)
+        return check(half.SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "quant.onnx"
         src.write_bytes(data)
         with quiet_stderr():
             quantize_onnx(src, dst, recipe, calibration, input_names(model))
-        return dst.read_bytes()
+        return check(dst.read_bytes())

@@ -37,13 +37,25 @@ class RuntimeModelError(Exception):
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON sidecar written next to an exported file (``model.onnx.json``), or {}."""
+    """The toolkit's metadata: from the JSON sidecar (``model.onnx.json``) or from inside the file, else {}."""
     sidecar = Path(str(path) + ".json")
     if sidecar.exists():
         try:
             return json.loads(sidecar.read_text())
         except (OSError, ValueError):
-            return {}
+            pass
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return {}
+    if str(path).lower().endswith(".tflite"):
+        at = data.find(b"CT-METADATA{")
+        if at >= 0:
+            try:
+                text = data[at + len(b"CT-METADATA"):].decode("utf-8", errors="ignore")
+                return json.JSONDecoder().raw_decode(text)[0]
+            except ValueError:
+                return {}
     return {}
 
 
@@ -78,6 +90,7 @@ class OnnxModel(_Base):
         super().__init__(path, metadata)
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -91,6 +104,13 @@ class OnnxModel(_Base):
         except Exception as e:
             raise RuntimeModelError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
         self.providers = self.session.get_providers()
+        if not self.metadata:
+            embedded = self.session.get_modelmeta().custom_metadata_map.get("ct_metadata")
+            if embedded:
+                try:
+                    self.metadata = json.loads(embedded)
+                except ValueError:
+                    pass
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_names = list(self._inputs)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -141,23 +161,43 @@ class TFLiteModel(_Base):
         self.input_names = [n for n in self.input_names if n in self._in] or list(self._in)
         self.output_names = list(self._out)
 
-    def _set(self, name, value):
-        d = self._in[name]
-        value = np.asarray(value)
-        if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f":
-            scale, zero = d["quantization"]
-            value = np.clip(np.round(value / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
-        value = value.astype(d["dtype"])
-        if tuple(self.interpreter.get_tensor(d["index"]).shape) != value.shape:
-            self.interpreter.resize_tensor_input(d["index"], value.shape, strict=False)
+    def _set_all(self, feed) -> None:
+        """Quantize if needed, resize every input first (one allocation), then set the tensors.
+
+        Setting a tensor and then re-allocating for the next input's new shape would discard it.
+        """
+        values = {}
+        for name in self.input_names:
+            d = self._in[name]
+            value = np.asarray(feed[name])
+            if d["dtype"] in (np.int8, np.uint8) and value.dtype.kind == "f":
+                scale, zero = d["quantization"]
+                value = np.clip(np.round(value / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+            values[name] = value.astype(d["dtype"])
+        resized = False
+        for name, value in values.items():
+            d = self._in[name]
+            if tuple(self._shape(d["index"])) != value.shape:
+                self.interpreter.resize_tensor_input(d["index"], value.shape, strict=False)
+                resized = True
+        if resized:
             self.interpreter.allocate_tensors()
-        self.interpreter.set_tensor(d["index"], value)
+        for name, value in values.items():
+            self.interpreter.set_tensor(self._in[name]["index"], value)
+
+    def _shape(self, index):
+        for d in self.interpreter.get_input_details():
+            if d["index"] == index:
+                return d["shape"]
+        return ()
 
     def bind(self, inputs):
         """Set the inputs once; return a zero-argument call that only invokes and reads the outputs."""
         feed = _as_dict(inputs, self.input_names)
-        for name in self.input_names:
-            self._set(name, feed[name])
+        static = self.metadata.get("batch")
+        if static and len(next(iter(feed.values()))) != static:
+            return lambda: self.predict(feed)  # chunked: what an app would do with a static-batch model
+        self._set_all(feed)
         invoke, get = self.interpreter.invoke, self.interpreter.get_tensor
         indices = [d["index"] for d in self._out.values()]
 
@@ -169,9 +209,12 @@ class TFLiteModel(_Base):
 
     def predict(self, inputs):
         feed = _as_dict(inputs, self.input_names)
+        static = self.metadata.get("batch")
+        n = len(next(iter(feed.values())))
+        if static and n != static:  # a static-batch model (e.g. an LSTM): run it chunk by chunk
+            return self._predict_in_chunks(feed, static, n)
         try:
-            for name in self.input_names:
-                self._set(name, feed[name])
+            self._set_all(feed)
             self.interpreter.invoke()
         except RuntimeModelError:
             raise
@@ -185,6 +228,23 @@ class TFLiteModel(_Base):
                 value = (value.astype(np.float32) - zero) * scale
             outs[name] = value
         return self._ordered(outs)
+
+    def _predict_in_chunks(self, feed, static, n):
+        parts = []
+        for start in range(0, n, static):
+            chunk = {k: np.asarray(v[start:start + static]) for k, v in feed.items()}
+            short = static - len(next(iter(chunk.values())))
+            if short:  # pad the last chunk, drop the padding from the outputs
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in chunk.items()}
+            out = self.predict(chunk)
+            parts.append([o[:static - short] for o in out] if isinstance(out, list) else out[:static - short])
+        return _concat(parts)
+
+
+def _concat(parts):
+    if isinstance(parts[0], list):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+    return np.concatenate(parts)
 
 
 def load(path: str | os.PathLike, *, providers=None, threads: int | None = None, xnnpack: bool = True):

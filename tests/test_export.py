@@ -57,8 +57,8 @@ def test_parity_failure_is_reported_and_nothing_written(tmp_path, monkeypatch):
     drifted = subject.model.__class__.from_config(subject.model.get_config())
     drifted.set_weights([w + 0.05 for w in subject.model.get_weights()])
     real_convert = exporter.convert
-    monkeypatch.setattr(exporter, "convert", lambda s, r, o=None: real_convert(
-        Subject(s.name, drifted, s.path, s.spec, s.config, s.splits), r, o))
+    monkeypatch.setattr(exporter, "convert", lambda s, r, *rest: real_convert(
+        Subject(s.name, drifted, s.path, s.spec, s.config, s.splits), r, *rest))
     out = tmp_path / "mlp.onnx"
     result = exporter.export(subject, QuantRecipe("onnx"), out)
     assert not result.written and not out.exists()

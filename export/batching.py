@@ -1,0 +1,37 @@
+"""Graph rewrites some converters need: a fixed batch axis, unrolled recurrent layers."""
+from __future__ import annotations
+
+from models.backend import keras
+
+RNN_TYPES = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
+
+
+def with_static_batch(model, batch: int):
+    """A copy of ``model`` whose inputs have batch size ``batch`` (same names, same weights)."""
+    inputs = [keras.Input(batch_shape=(batch,) + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    clone = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def has_rnn(model) -> bool:
+    return any(isinstance(layer, RNN_TYPES) for layer in model.layers)
+
+
+def unrolled(model):
+    """A copy with every LSTM/GRU/SimpleRNN unrolled over its (static) time axis, same weights.
+
+    TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (LiteRT 2.3) drifts from Keras on trained LSTMs
+    (max abs error ~1.0 on lstm_classifier's probabilities); the unrolled graph of plain ops matches to ~1e-7.
+    """
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, RNN_TYPES):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
