@@ -86,7 +86,7 @@ def _store_at(path: str):
     db = p / "results.db" if p.is_dir() else p
     if not db.exists():
         raise UserError(f"no results store at {db}")
-    return Store(db)
+    return Store(db, create=False)
 
 
 def _compare(args):

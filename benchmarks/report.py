@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.artifacts import atomic_write
+from models.artifacts import atomic_write_many
 
 FP32 = {"keras": "fp32", "litert": "tflite-fp32", "onnxruntime-cpu": "onnx-fp32"}
 
@@ -112,7 +112,6 @@ def html(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = atomic_write(out_dir / "report.md", markdown(rows))
-    page = atomic_write(out_dir / "report.html", html(rows))
-    js = atomic_write(out_dir / "results.json", json.dumps(rows, indent=1, default=str))
-    return [md, page, js]
+    files = {out_dir / "report.md": markdown(rows), out_dir / "report.html": html(rows),
+             out_dir / "results.json": json.dumps(rows, indent=1, default=str)}
+    return atomic_write_many(files)  # the three agree: all of them are replaced, or none

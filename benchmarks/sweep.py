@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import numpy as np
 
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
+from models.errors import UserError
 from models.training import train
 
 from . import host, runtimes, variants
@@ -89,6 +91,8 @@ class Workers:
             return {"error": f"timed out after {self.timeout:.0f} s"}
         code = proc.wait()
         self._procs.pop(key, None)
+        if code == -signal.SIGINT:  # Ctrl-C reached the worker first: the sweep is interrupted, nothing failed
+            raise KeyboardInterrupt
         if code < 0:
             return {"error": f"runtime crashed (signal {-code})"}
         tail = (proc.stderr.read().strip().splitlines() or ["no output"])[-1][:300]
@@ -99,6 +103,11 @@ class Workers:
         if proc is not None:
             proc.kill()
             proc.wait()
+
+    def kill_all(self) -> None:
+        """Interrupted: stop every worker now rather than let it finish its measurement."""
+        for key in list(self._procs):
+            self._kill(key)
 
     def close(self) -> None:
         for key in list(self._procs):
@@ -146,8 +155,13 @@ class Sweep:
         return self._trained[name]
 
     def run(self, advance=lambda: None) -> int:
+        """Measure what the store does not have yet; each finished row is committed at once, so an
+        interrupted or killed sweep resumes from the rows it completed."""
         try:
             return self._run(advance)
+        except BaseException:
+            self.workers.kill_all()
+            raise
         finally:
             self.workers.close()
 
@@ -187,8 +201,19 @@ class Sweep:
             path = variants.build(variant, trained, work)
         except variants.VariantUnavailable as e:
             return all_rows(status="failed", reason=str(e))
+        except UserError:  # e.g. the cache cannot be written (disk full): stop the sweep with that line
+            raise
+        except Exception as e:  # a step of the chain that breaks (e.g. pruning): one failed variant, not the sweep
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return all_rows(status="failed", reason=f"building {variant.name}: {type(e).__name__}: {first[:300]}")
         raw, gz = sizes(path)
         splits = trained.splits()
+        if variant.format in ("onnx", "tflite"):  # a file that crashes the runtime must not take the sweep down
+            from export.probe import probe
+
+            probed = probe([path])[0]
+            if not probed.ok:
+                return all_rows(status="failed", reason=f"{runtime.name}: {probed.error}", size=raw, size_gzip=gz)
         try:
             metric = trained.spec.score(runtime.load(path, None).predict, splits.test, trained.config)
         except Exception as e:  # the runtime cannot run this artifact: a recorded failure, the sweep goes on

@@ -1,10 +1,73 @@
-"""python -m compress {prune,quantize}"""
+"""python -m compress {prune,cluster,qat,quantize,channel-prune,preflight}"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from models.cli import ArgumentParser, console, run
 from models.errors import UserError
+
+TECHNIQUE_COMMANDS = ("prune", "cluster", "qat", "channel-prune")
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _check_output(path: Path, suffixes: tuple[str, ...]) -> Path:
+    if path.suffix not in suffixes:
+        raise UserError(f"output {path} must end in {' or '.join(suffixes)}")
+    return path
+
+
+def _validate(args) -> None:
+    """Option checks that need no model: fail in one line before anything is loaded or trained."""
+    if getattr(args, "epochs", 1) < 0:
+        raise UserError(f"--epochs must be >= 0 (0: one-shot, no fine-tuning), got {args.epochs}")
+    if getattr(args, "lr", 1.0) <= 0:
+        raise UserError(f"--lr must be > 0, got {args.lr}")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    if args.command == "prune":
+        from .pruning import SCHEDULES
+
+        if not 0.0 <= args.sparsity < 1.0:
+            raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+        if args.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {args.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if args.structure not in (None, "2:4"):
+            try:
+                m, n = (int(v) for v in args.structure.split(":"))
+                if not 0 < m < n:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"--structure must be M:N with 0 < M < N (e.g. 2:4), got {args.structure!r}") from None
+    if args.command in ("cluster", "qat"):
+        from .clustering import INITS
+
+        if args.init not in INITS:
+            raise UserError(f"unknown centroid init {args.init!r}; valid: {', '.join(INITS)}")
+    if args.command == "cluster" and args.clusters < 2:
+        raise UserError(f"--clusters must be >= 2, got {args.clusters}")
+    if args.command == "qat":
+        if args.scheme not in ("default", "pqat", "cqat"):
+            raise UserError(f"unknown scheme {args.scheme!r}; valid: default, pqat, cqat")
+        if not 0.0 <= args.sparsity < 1.0:
+            raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+        if args.clusters != 0 and args.clusters < 2:
+            raise UserError(f"--clusters must be 0 (keep the model's clusters) or >= 2, got {args.clusters}")
+    if args.command == "channel-prune":
+        from .channels import CRITERIA
+
+        if not 0.0 < args.ratio < 1.0:
+            raise UserError(f"--ratio must be in (0, 1), got {args.ratio}")
+        if args.criterion not in CRITERIA:
+            raise UserError(f"unknown criterion {args.criterion!r}; valid: {', '.join(CRITERIA)}")
+    if args.command in TECHNIQUE_COMMANDS:
+        suffixes = (".tflite", ".keras") if args.command == "qat" else (".keras",)
+        if args.output:
+            _check_output(Path(args.output), suffixes)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
 
 
 def _subject(args):
@@ -13,25 +76,34 @@ def _subject(args):
     return resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
 
 
-def _training_data(subject, data_file):
-    """The split pruning fine-tunes on: the zoo spec's train split, or --data x/y arrays for a user model."""
+def _user_data(data_file):
+    import numpy as np
+
     from models.spec import Split
 
-    if data_file:
-        import numpy as np
+    try:
+        with np.load(data_file, allow_pickle=False) as d:
+            return Split(d["x"], d["y"])
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"cannot read training data {data_file} (need an .npz with arrays x and y): {e}") from None
 
-        try:
-            with np.load(data_file, allow_pickle=False) as d:
-                return Split(d["x"], d["y"])
-        except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"cannot read training data {data_file} (need an .npz with arrays x and y): {e}") from None
-    if subject.splits is None:
-        raise UserError(f"{subject.name} is not a zoo model: pruning fine-tunes on training data, pass --data FILE.npz "
-                        "with arrays x and y")
-    if subject.spec.train_fn is not None:
-        raise UserError(f"{subject.name} is trained by a custom loop ({subject.spec.task}); "
-                        "fine-tuning by fit() does not apply to it")
-    return subject.splits.train
+
+def _finetune(args, subject):
+    """The fine-tuning plan: the zoo spec's train split, --data for a user model, or one-shot with the reason."""
+    from . import finetune
+
+    if args.epochs == 0:
+        plan = finetune.FineTune(reason="--epochs 0 (one-shot)")
+        if subject.spec is not None:
+            plan.calibration = subject.spec.calibration(subject.splits, 64)
+        return plan
+    if args.data:
+        return finetune.for_user_model(subject.model, _user_data(args.data), epochs=args.epochs,
+                                       batch_size=(subject.config or {}).get("batch_size", 32), lr=args.lr)
+    if subject.spec is None:
+        return finetune.for_user_model(subject.model, None)
+    return finetune.for_spec(subject.spec, subject.config, subject.splits, epochs=args.epochs, lr=args.lr,
+                             limit=args.limit)
 
 
 def _metric(subject, model):
@@ -42,53 +114,182 @@ def _metric(subject, model):
     return subject.spec.score(keras_predict(model), subject.splits.test, subject.config)
 
 
+def _print_outcome(out, outcome, plan) -> None:
+    out.print(outcome.summary())
+    out.print(f"fine-tuning: {plan.describe()}")
+    for layer, reason in outcome.skipped.items():
+        out.print(f"  skipped {layer}: {reason}")
+
+
+def _print_result(out, subject, before, after, out_path, label="after") -> None:
+    from models.artifacts import sizes
+
+    if before is not None:
+        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> {label} {after:.4f}")
+    src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
+    raw, gz = sizes(out_path)
+    out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "
+              f"{gz / 1024:.1f} KiB ({src_gz / max(gz, 1):.2f}x smaller)")
+    out.print(f"wrote {out_path}")
+
+
+def _save_keras(model, path: Path) -> None:
+    from models.artifacts import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+# -------------------------------------------------------------------------------------------------- commands
+
+
 def _prune(args):
     from rich.table import Table
 
-    from models.artifacts import atomic_path, sizes
+    from .pruning import prune, sparsity_report, verify_m_by_n
 
-    from .pruning import SCHEDULES, prune, sparsity_report
-
-    if not 0.0 <= args.sparsity < 1.0:
-        raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-    if args.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule {args.schedule!r}; valid: {', '.join(SCHEDULES)}")
-    out_path = Path(args.output or f"{Path(args.model).stem}-pruned{int(args.sparsity * 100)}.keras")
-    if out_path.suffix != ".keras":
-        raise UserError(f"output {out_path} must end in .keras")
+    m_by_n = tuple(int(v) for v in args.structure.split(":")) if args.structure else None
+    tag = f"{m_by_n[0]}x{m_by_n[1]}" if m_by_n else f"{int(args.sparsity * 100)}"
+    out_path = Path(args.output or f"{Path(args.model).stem}-pruned{tag}.keras")
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = _subject(args)
-        train = _training_data(subject, args.data)
-    loss = subject.spec.loss if subject.spec else (subject.model.loss or None)
-    if loss is None:
-        raise UserError(f"{subject.name} was saved without a loss; compile it before saving to fine-tune it")
+        plan = _finetune(args, subject)
     before = _metric(subject, subject.model)
-    with out.status(f"pruning to {args.sparsity:.0%} with {args.epochs} fine-tuning epoch(s)..."):
-        pruned, outcome = prune(subject.model, train, loss, sparsity=args.sparsity, epochs=args.epochs,
-                                schedule=args.schedule, batch_size=(subject.config or {}).get("batch_size", 32))
-    after = _metric(subject, pruned)
+    what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
+    with out.status(f"pruning to {what} ({plan.describe()})..."):
+        pruned, outcome = prune(subject.model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n)
+    if not outcome.ran:
+        raise UserError(outcome.reason())
     table = Table(title=f"{subject.name}: sparsity per layer")
     for col in ("layer", "weights", "zeros", "sparsity"):
         table.add_column(col)
     for row in sparsity_report(pruned):
         table.add_row(row.layer, str(row.weights), str(row.zeros), f"{row.sparsity:.1%}")
     out.print(table)
-    for layer, reason in outcome.skipped.items():
-        out.print(f"skipped {layer}: {reason}")
+    _print_outcome(out, outcome, plan)
+    out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
+    _save_keras(pruned, out_path)
+    if m_by_n:
+        saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
+        bad = [k for k, ok in saved.items() if not ok]
+        if bad:
+            raise UserError(f"the saved weights break the {m_by_n[0]}:{m_by_n[1]} pattern in {', '.join(bad)}")
+        out.print(f"{m_by_n[0]}:{m_by_n[1]} pattern verified on the saved weights of {len(saved)} layer(s)")
+    _print_result(out, subject, before, _metric(subject, pruned), out_path)
+
+
+def _cluster(args):
+    from .clustering import cluster, distinct_values
+
+    out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
+    out = console()
+    with out.status(f"preparing {args.model}..."):
+        subject = _subject(args)
+        plan = _finetune(args, subject)
+    before = _metric(subject, subject.model)
+    with out.status(f"clustering into {args.clusters} centroids ({plan.describe()})..."):
+        clustered, outcome = cluster(subject.model, plan, clusters=args.clusters, init=args.init,
+                                     preserve_sparsity=args.preserve_sparsity)
     if not outcome.ran:
         raise UserError(outcome.reason())
-    with atomic_path(out_path) as tmp:
-        pruned.save(tmp)
+    _print_outcome(out, outcome, plan)
+    counts = distinct_values(clustered, outcome.applied)
+    out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _save_keras(clustered, out_path)
+    _print_result(out, subject, before, _metric(subject, clustered), out_path)
+
+
+def _qat(args):
+    from models.loading import Subject
+
+    from . import qat as qat_mod
+
+    default = {"default": "qat", "pqat": "pqat", "cqat": "cqat"}[args.scheme]
+    out_path = Path(args.output or f"{Path(args.model).stem}-{default}.tflite")
+    out = console()
+    with out.status(f"preparing {args.model}..."):
+        subject = _subject(args)
+        plan = _finetune(args, subject)
+    before = _metric(subject, subject.model)
+    source = subject.model
+    if out_path.suffix == ".tflite" and qat_mod.has_rnn(source):
+        source = qat_mod.unroll_rnns(source)  # TFLite needs plain ops for a wrapped RNN (same math in Keras)
+        out.print("recurrent layers unrolled over their static time axis for TFLite (same results in Keras)")
+    with out.status(f"quantization-aware training ({args.scheme}; {plan.describe()})..."):
+        if args.scheme == "pqat":
+            qmodel, outcome = qat_mod.pqat(source, plan, sparsity=args.sparsity, qat_lr=args.lr)
+        elif args.scheme == "cqat":
+            qmodel, outcome = qat_mod.cqat(source, plan, clusters=args.clusters, init=args.init, qat_lr=args.lr)
+        else:
+            qmodel, outcome = qat_mod.qat(source, plan)
+    if not outcome.ran:
+        raise UserError(outcome.reason())
+    _print_outcome(out, outcome, plan)
+    for key in ("mode", "whole_model_error", "pruning", "clustering", "calibration"):
+        if outcome.details.get(key):
+            out.print(f"{key.replace('_', ' ')}: {outcome.details[key]}")
+    after = _metric(subject, qmodel)
+    if out_path.suffix == ".keras":
+        with qat_mod.custom.quantize_scope():
+            _save_keras(qmodel, out_path)
+        out.print("note: load it inside compress.custom.quantize_scope() (tfmot's quantize wrappers)")
+        _print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
+        return
+    from compress.ptq import QuantRecipe
+    from export.cli_common import report
+    from export.exporter import export
+
+    qsubject = Subject(subject.name, qmodel, subject.path, subject.spec, subject.config, subject.splits, subject.seed)
+    with out.status("converting the QAT model to an int8 TFLite model and validating..."), \
+            qat_mod.custom.quantize_scope():  # the exporter may clone the model (static batch for RNNs)
+        result = export(qsubject, QuantRecipe("tflite", "dynamic"), out_path, chain=["train", args.scheme])
+    if result.written:
+        stats = qat_mod.tflite_weight_stats(result.path.read_bytes())
+        if stats:
+            zeros = sum(s["zeros"] for s in stats.values()) / sum(s["size"] for s in stats.values())
+            distinct = max(s["distinct"] for s in stats.values())
+            out.print(f"tflite weights: {len(stats)} tensor(s), {zeros:.1%} zeros, at most {distinct} distinct values")
     if before is not None:
-        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> after {after:.4f}")
-    src_raw, src_gz = sizes(subject.path)
-    raw, gz = sizes(out_path)
-    out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "
-              f"{gz / 1024:.1f} KiB ({src_gz / max(gz, 1):.2f}x smaller)")
-    out.print(f"wrote {out_path}")
+        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> QAT (fake-quant) {after:.4f}")
+    report(out, result, qsubject)
+    from models.artifacts import sizes
+
+    src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
+    out.print(f"size: {src_raw / 1024:.1f} KiB (.keras) -> {result.size / 1024:.1f} KiB raw; gzip "
+              f"{src_gz / 1024:.1f} KiB -> {result.size_gzip / 1024:.1f} KiB")
+
+
+def _channel_prune(args):
+    from .channels import channel_prune
+
+    out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
+    out = console()
+    with out.status(f"preparing {args.model}..."):
+        subject = _subject(args)
+        plan = _finetune(args, subject)
+    before = _metric(subject, subject.model)
+    with out.status(f"removing {args.ratio:.0%} of the channels ({plan.describe()})..."):
+        smaller, outcome = channel_prune(subject.model, plan, ratio=args.ratio, criterion=args.criterion)
+    if not outcome.ran:
+        raise UserError(outcome.reason())
+    _print_outcome(out, outcome, plan)
+    out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
+    out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
+    _save_keras(smaller, out_path)
+    if args.measure:
+        from models.training import random_inputs
+        from models.spec import signature_of
+
+        from .measure import fp32_tflite, litert_latency_ms
+
+        sample = (subject.splits.test.head(1).x if subject.splits is not None
+                  else random_inputs(signature_of(subject.model), 1))
+        with out.status("timing batch-1 LiteRT latency..."):
+            base = litert_latency_ms(fp32_tflite(subject.model), sample)
+            new = litert_latency_ms(fp32_tflite(smaller), sample)
+        out.print(f"batch-1 LiteRT latency (fp32, 1 thread): {base:.3f} ms -> {new:.3f} ms ({base / new:.2f}x faster)")
+    _print_result(out, subject, before, _metric(subject, smaller), out_path)
 
 
 def _quantize(args):
@@ -98,8 +299,10 @@ def _quantize(args):
 
     from .ptq import QuantRecipe
 
+    exclude = tuple(e for spec in (args.exclude or []) for e in spec.split(",") if e)
     try:
-        recipe = QuantRecipe(args.format, args.mode)
+        recipe = QuantRecipe(args.format, args.mode, int8_io=args.int8_io, per_channel=not args.per_tensor,
+                             calibration=args.calibration, exclude=exclude)
     except ValueError as e:
         raise UserError(str(e)) from None
     out = console()
@@ -107,35 +310,143 @@ def _quantize(args):
         subject = _subject(args)
     path = Path(args.output or default_output(subject.name, args.format, args.mode))
     with out.status(f"quantizing to {recipe}..."):
-        result = export(subject, recipe, path, check=not args.no_validate)
+        try:
+            result = export(subject, recipe, path, check=not args.no_validate)
+        except ValueError as e:
+            if "nothing to exclude" in str(e):
+                raise UserError(str(e)) from None
+            raise
     report(out, result, subject)
 
 
-def _common(p):
+def _preflight(args):
+    from rich.table import Table
+
+    from models import registry
+
+    from .finetune import for_user_model
+    from .preflight import TECHNIQUES, preflight, summary
+
+    out = console()
+    if args.model in registry.names():  # structure only: build the untrained model, train nothing
+        spec = registry.get(args.model)
+        config = spec.resolve_config(args.tiny)
+        model = spec.build(config)
+        if spec.trainable and spec.train_fn is None:
+            tuning = "fit() on the training split"
+        else:
+            from .finetune import FIT_EQUIVALENT
+
+            tuning = (FIT_EQUIVALENT[spec.name][0] if spec.name in FIT_EQUIVALENT else
+                      "none: " + ("not trained (trainable=False)" if not spec.trainable else
+                                  "trained by a custom loop (train_fn); techniques run one-shot"))
+        name = spec.name
+    else:
+        subject = _subject(args)
+        model, name = subject.model, subject.name
+        tuning = "with --data: " + for_user_model(model, None).describe()
+    rows = preflight(model, clusters=args.clusters)
+    notes: dict[str, int] = {}
+    table = Table(title=f"{name}: which technique applies to which layer (nothing was run)")
+    table.add_column("layer", overflow="fold")
+    table.add_column("type", overflow="fold")
+    for col in TECHNIQUES:
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        cells = []
+        for t in TECHNIQUES:
+            reason = row.verdicts.get(t)
+            cells.append("applies" if reason is None else f"skipped [{notes.setdefault(reason, len(notes) + 1)}]")
+        table.add_row(row.layer, row.kind, *cells)
+    out.print(table)
+    for reason, number in notes.items():
+        out.print(f"[{number}] {reason}")
+    counts = summary(rows)
+    out.print("layers per technique: " + ", ".join(f"{t} {counts[t]}" for t in TECHNIQUES))
+    out.print(f"fine-tuning: {tuning}")
+
+
+# ------------------------------------------------------------------------------------------------ the parser
+
+
+def _common(p, output=True):
     p.add_argument("model", metavar="MODEL", help="zoo name (trained on demand) or path to a .keras/.h5 file")
-    p.add_argument("-o", "--output", default=None)
+    if output:
+        p.add_argument("-o", "--output", default=None)
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
     p.add_argument("--cache-dir", default=None)
 
 
+def _tuning(p, epochs: int, lr: float):
+    p.add_argument("--epochs", type=int, default=epochs, help="fine-tuning epochs (0: one-shot, no fine-tuning)")
+    p.add_argument("--lr", type=float, default=lr, help="fine-tuning learning rate")
+    p.add_argument("--limit", type=int, default=None, help="fine-tune on the first N training samples only")
+    p.add_argument("--data", default=None, help="training data for a user model: .npz with arrays x and y")
+
+
 def main(argv=None):
     parser = ArgumentParser(prog="python -m compress", description="Compression techniques for tf.keras models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prune", help="magnitude pruning (tfmot) with fine-tuning, stripped before saving")
+
+    p = sub.add_parser("prune", help="magnitude pruning (tfmot, per layer) or M:N structured sparsity, fine-tuned, "
+                                     "stripped before saving")
     _common(p)
     p.add_argument("--sparsity", type=float, default=0.5, help="target fraction of zero weights, in [0, 1)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs")
     p.add_argument("--schedule", default="polynomial", help="polynomial | constant")
-    p.add_argument("--data", default=None, help="training data for a user model: .npz with arrays x and y")
+    p.add_argument("--structure", default=None, metavar="M:N",
+                   help="structured sparsity instead of --sparsity: M zeros in every N weights (e.g. 2:4)")
+    _tuning(p, 2, 1e-4)
     p.set_defaults(fn=_prune)
+
+    p = sub.add_parser("cluster", help="weight clustering (tfmot, per layer): k shared values per kernel")
+    _common(p)
+    p.add_argument("--clusters", type=int, default=16, help="centroids per kernel (>= 2)")
+    p.add_argument("--init", default="kmeans++", help="centroid init: kmeans++ | linear | density | random")
+    p.add_argument("--preserve-sparsity", action="store_true", help="keep the zeros of an already pruned model")
+    _tuning(p, 1, 1e-4)
+    p.set_defaults(fn=_cluster)
+
+    p = sub.add_parser("qat", help="quantization-aware training (whole model or selective), written as int8 TFLite")
+    _common(p)
+    p.add_argument("--scheme", default="default",
+                   help="default | pqat (prune, then sparsity-preserving QAT) | cqat (cluster, then "
+                        "cluster-preserving QAT)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="pqat: sparsity to prune to (0: keep the model's)")
+    p.add_argument("--clusters", type=int, default=16, help="cqat: clusters per kernel (0: keep the model's)")
+    p.add_argument("--init", default="kmeans++", help="cqat: centroid init")
+    _tuning(p, 1, 1e-5)
+    p.set_defaults(fn=_qat)
+
     p = sub.add_parser("quantize", help="post-training quantization to TFLite or ONNX")
     _common(p)
     p.add_argument("--format", required=True, help="tflite | onnx")
-    p.add_argument("--mode", required=True, help="dynamic | float16 (tflite) | int8")
+    p.add_argument("--mode", required=True, help="tflite: fp32 | dynamic | float16 | int8 | 16x8; "
+                                                 "onnx: fp32 | dynamic | int8 (static QDQ)")
+    p.add_argument("--int8-io", action="store_true", help="tflite int8: int8 input and output tensors")
+    p.add_argument("--per-tensor", action="store_true", help="onnx: per-tensor instead of per-channel weight scales")
+    p.add_argument("--calibration", default="minmax", help="onnx int8: minmax | entropy | percentile")
+    p.add_argument("--exclude", action="append", metavar="LAYER[,LAYER]",
+                   help="keep these layers (or op types, e.g. FULLY_CONNECTED / MatMul) in float")
     p.add_argument("--no-validate", action="store_true")
     p.set_defaults(fn=_quantize)
+
+    p = sub.add_parser("channel-prune", help="remove whole filters/units by L1 norm, rebuild a smaller model, "
+                                             "fine-tune (a real speedup)")
+    _common(p)
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of each prunable layer's channels to remove")
+    p.add_argument("--criterion", default="l1", help="filter importance: l1 | l2")
+    p.add_argument("--measure", action="store_true", help="time batch-1 LiteRT latency before and after")
+    _tuning(p, 2, 1e-3)
+    p.set_defaults(fn=_channel_prune)
+
+    p = sub.add_parser("preflight", help="layer x technique table (applies / skipped: reason); runs nothing")
+    _common(p, output=False)
+    p.add_argument("--clusters", type=int, default=16, help="clusters to check kernels against")
+    p.set_defaults(fn=_preflight)
+
     args = parser.parse_args(argv)
+    _validate(args)
     return args.fn(args)
 
 

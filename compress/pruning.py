@@ -1,18 +1,26 @@
-"""Magnitude pruning with tfmot, applied per layer so unsupported layers never block the model."""
+"""Magnitude pruning and m:n structured sparsity with tfmot, applied per layer so unsupported layers never block.
+
+``prune`` wraps every supported layer in ``prune_low_magnitude`` (constant or polynomial schedule, or a 2:4
+``sparsity_m_by_n`` pattern), fine-tunes with ``UpdatePruningStep`` when it has data, and strips the wrappers.
+Without fine-tuning data it prunes one-shot: the masks are computed once at the target sparsity and applied.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.backend import keras, quiet_stderr
-from models.spec import Split
+from models.backend import quiet_stderr
 
+from . import custom
+from .finetune import FineTune, as_finetune
 from .outcome import Outcome
+from .selective import kernel_weights, non_finite_reason, rebuild, wrap_layers
 
 with quiet_stderr():
     import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 SCHEDULES = ("polynomial", "constant")
 
@@ -28,19 +36,35 @@ class LayerSparsity:
         return self.zeros / self.weights if self.weights else 0.0
 
 
-def prune_support(layer) -> str | None:
-    """None if tfmot can prune this layer, else the reason it cannot."""
+def prune_support(layer, m_by_n: tuple[int, int] | None = None) -> str | None:
+    """None if this layer can be pruned (with ``m_by_n``: in that pattern), else the reason it cannot."""
     if not layer.trainable_weights:
         return "no trainable weights"
-    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
-        return None
-    if not PruneRegistry.supports(layer):
-        return f"tfmot has no pruning support for {type(layer).__name__}"
-    try:
-        if not PruneRegistry._weight_names(layer):  # BatchNormalization, LayerNormalization...
-            return f"{type(layer).__name__} has no prunable weights (only scales/offsets)"
-    except Exception:
-        pass
+    name = type(layer).__name__
+    cfg = custom.config_for(layer)
+    if cfg is not None and not cfg.kernels and cfg.no_kernels_reason:
+        return cfg.no_kernels_reason
+    if not (isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or hasattr(layer, "get_prunable_weights")):
+        if not PruneRegistry.supports(layer):
+            if custom.is_custom(layer):
+                return (f"custom layer {name} has no pruning config (give it get_prunable_weights() or "
+                        "register it with compress.custom.register)")
+            return f"tfmot has no pruning support for {name}"
+        try:
+            if not PruneRegistry._is_rnn_layer(layer) and not PruneRegistry._weight_names(layer):
+                return f"{name} has no prunable weights (only scales/offsets)"
+        except KeyError:
+            pass
+    if m_by_n is not None:
+        kernels = kernel_weights(layer)
+        ranks = sorted({len(w.shape) for w in kernels})
+        if not ranks or any(r not in (2, 4) for r in ranks):
+            return (f"tfmot's {m_by_n[0]}:{m_by_n[1]} masks take only rank-2 (Dense) or rank-4 (Conv2D) kernels; "
+                    f"{name}'s kernels are rank {'/'.join(map(str, ranks)) or 'none'}")
+        short = min(int(w.shape[-2]) for w in kernels)
+        if short < m_by_n[1]:
+            return (f"{m_by_n[0]}:{m_by_n[1]} groups run along the input channels, and this layer has only {short}: "
+                    "no group to sparsify")
     return None
 
 
@@ -62,52 +86,102 @@ def sparsity_report(model) -> list[LayerSparsity]:
     return rows
 
 
-def overall_sparsity(model) -> float:
-    rows = sparsity_report(model)
+def overall_sparsity(model, layers: list[str] | None = None) -> float:
+    rows = [r for r in sparsity_report(model) if layers is None or r.layer in layers]
     total = sum(r.weights for r in rows)
     return sum(r.zeros for r in rows) / total if total else 0.0
 
 
-def prune(model, train: Split, loss, *, sparsity: float = 0.5, epochs: int = 2, batch_size: int = 32,
-          schedule: str = "polynomial", lr: float = 1e-4):
-    """Prune every supported layer to ``sparsity`` while fine-tuning on ``train``; returns (stripped model, Outcome).
+def _one_shot_masks(wrapped) -> None:
+    """Compute every wrapper's mask once at its schedule's target and apply it (no training loop)."""
+    for layer in wrapped.layers:
+        if isinstance(layer, PruneLowMagnitude):
+            layer.pruning_step.assign(1)  # the step the schedules (and m_by_n) update masks at
+            layer.pruning_obj.conditional_mask_update()
+            layer.pruning_obj.weight_mask_op()
 
-    The schedule reaches its final sparsity at 80% of the fine-tuning steps, leaving
-    the rest for recovery at the final mask.
+
+def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 2, batch_size: int = 32,
+          schedule: str = "polynomial", lr: float = 1e-4, m_by_n: tuple[int, int] | None = None):
+    """Prune every supported layer to ``sparsity`` (or to an ``m_by_n`` pattern such as (2, 4)); returns
+    (stripped model, Outcome).
+
+    ``train`` is a Split (with ``loss``), a :class:`FineTune`, or None (one-shot, no fine-tuning). The
+    polynomial schedule reaches its final sparsity at 80% of the fine-tuning steps, leaving the rest for
+    recovery at the final mask; one-shot pruning always uses the target sparsity directly.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    outcome = Outcome("prune")
-    steps = max(1, int(np.ceil(len(train) / batch_size)) * max(1, epochs))
-    sched = _schedule(schedule, sparsity, int(steps * 0.8))
+    if m_by_n is not None:
+        m_by_n = tuple(int(v) for v in m_by_n)
+        if len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]:
+            raise ValueError(f"m_by_n must be (m, n) with 0 < m < n, got {m_by_n}")
+    tune: FineTune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
+    outcome = Outcome("2:4 sparsity" if m_by_n == (2, 4) else f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
+    blocked = non_finite_reason(model)
+    if blocked:
+        outcome.blocked = blocked
+        return model, outcome
+    if tune.enabled:
+        sched = _schedule(schedule, sparsity, int(tune.steps() * 0.8))
+    else:
+        sched = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=1)
+    if m_by_n is not None:
+        sched = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)  # ignored by m_by_n masks
 
     def wrap(layer):
-        reason = prune_support(layer)
-        fresh = layer.__class__.from_config(layer.get_config())  # never touch the caller's model
-        if reason is None:
-            outcome.applied.append(layer.name)
-            return tfmot.sparsity.keras.prune_low_magnitude(fresh, pruning_schedule=sched)
-        if layer.weights:
-            outcome.skipped[layer.name] = reason
-        return fresh
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched, sparsity_m_by_n=m_by_n)
 
-    wrapped = keras.models.clone_model(model, clone_function=wrap)
-    _copy_weights(model, wrapped)
+    wrapped = wrap_layers(model, outcome, lambda layer: prune_support(layer, m_by_n), wrap)
     if outcome.ran:
-        wrapped.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
-        wrapped.fit(train.x, train.y, epochs=max(1, epochs), batch_size=batch_size, verbose=0,
-                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    outcome.details = {"target_sparsity": sparsity, "schedule": schedule, "epochs": epochs,
-                       "achieved_sparsity": overall_sparsity(stripped)}
+        if tune.enabled:
+            tune.fit(wrapped, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        else:
+            _one_shot_masks(wrapped)
+    stripped = rebuild(tfmot.sparsity.keras.strip_pruning(wrapped))
+    outcome.details = {"target_sparsity": None if m_by_n else sparsity,
+                       "schedule": "m_by_n" if m_by_n else (schedule if tune.enabled else "constant (one-shot)"),
+                       "fine_tuning": tune.describe(),
+                       "achieved_sparsity": overall_sparsity(stripped, outcome.applied)}
+    if m_by_n is not None:
+        outcome.details["m_by_n"] = f"{m_by_n[0]}:{m_by_n[1]}"
+        outcome.details["pattern_ok"] = all(verify_m_by_n(stripped, m_by_n, outcome.applied).values())
     return stripped, outcome
 
 
-def _copy_weights(source, target) -> None:
-    """Copy weights layer by layer (wrappers hold the original weights plus mask/threshold variables)."""
-    for src, dst in zip(source.layers, target.layers):
-        inner = getattr(dst, "layer", dst)
-        if src.weights:
-            inner.set_weights(src.get_weights())
+def is_m_by_n(weights: np.ndarray, m_by_n=(2, 4)) -> bool:
+    """Every group of n consecutive input-channel values (TFLite layout, as tfmot masks them) has >= m zeros."""
+    m, n = m_by_n
+    w = np.asarray(weights)
+    if w.ndim == 2:
+        rows = w.T
+    elif w.ndim == 4:
+        rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
+    else:
+        return False
+    pad = (-rows.shape[1]) % n
+    rows = np.pad(rows, ((0, 0), (0, pad)))
+    blocks = rows.reshape(rows.shape[0], -1, n)
+    return bool(((blocks == 0).sum(-1) >= m).all())
+
+
+def verify_m_by_n(model, m_by_n=(2, 4), layers: list[str] | None = None) -> dict[str, bool]:
+    """Check the m:n pattern on a model's (or a saved model's) kernels: layer -> pattern holds."""
+    if not hasattr(model, "layers"):
+        from models.loading import load_keras
+
+        model = load_keras(model)
+    result = {}
+    for layer in model.layers:
+        if layers is not None and layer.name not in layers:
+            continue
+        kernels = kernel_weights(layer)
+        if kernels:
+            result[layer.name] = all(is_m_by_n(w.numpy(), m_by_n) for w in kernels)
+    return result
+
+
+__all__ = ["SCHEDULES", "LayerSparsity", "prune", "prune_support", "sparsity_report", "overall_sparsity",
+           "verify_m_by_n", "is_m_by_n"]

@@ -29,34 +29,200 @@ def _export(args):
     report(out, result, subject)
 
 
-def _run(args):
+def _read_inputs(specs: list[str]) -> dict:
+    """``[NAME=]FILE.npy`` arguments -> {name or "": array}; one-line errors for unreadable files."""
     import numpy as np
 
+    arrays = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        if sep and not file:
+            raise UserError(f"--input {spec!r}: expected NAME=FILE.npy")
+        if name in arrays:
+            raise UserError(f"--input given twice for {('input ' + repr(name)) if name else 'the model input'}")
+        path = Path(file)
+        if not path.is_file():
+            raise UserError(f"cannot read input {file}: " + ("it is a directory" if path.is_dir() else "no such file"))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(6)
+        except OSError as e:
+            raise UserError(f"cannot read input {file}: {e.strerror or e}") from None
+        if not head:
+            raise UserError(f"cannot read input {file}: it is empty")
+        if head != b"\x93NUMPY" and not head.startswith(b"PK\x03\x04"):
+            raise UserError(f"cannot read input {file}: not a .npy file (save arrays with numpy.save)")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            reason = "it holds Python objects (refused: loading them would unpickle code)" \
+                if "allow_pickle" in str(e) else f"not a valid .npy file ({str(e).splitlines()[0][:200]})"
+            raise UserError(f"cannot read input {file}: {reason}") from None
+        except (OSError, EOFError) as e:
+            raise UserError(f"cannot read input {file}: {getattr(e, 'strerror', None) or e}") from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise UserError(f"cannot read input {file}: it is an .npz archive; pass one .npy file per input "
+                            "(--input NAME=FILE.npy)")
+        arrays[name] = arr
+    return arrays
+
+
+def _fmt_shape(shape) -> str:
+    dims = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _dims(n: int) -> str:
+    return f"{n} dimension{'' if n == 1 else 's'}"
+
+
+def _compatible_dtype(expected: str, got) -> bool:
+    """May an array of dtype ``got`` be fed to an input of dtype ``expected`` (as the runtime casts)?"""
+    kind = got.kind
+    if expected in ("float32", "float16", "float64"):
+        return kind in "fiu"
+    if expected in ("int8", "uint8"):  # a quantized TFLite input: floats are quantized for you
+        return kind in "fiu"
+    if expected.startswith(("int", "uint")):
+        return kind in "iu"
+    if expected == "bool":
+        return kind == "b"
+    if expected == "str":
+        return kind in "US"
+    return True
+
+
+def _match_inputs(arrays: dict, specs: list[dict]) -> dict:
+    """Name every array after a model input and check its rank, static dimensions and dtype (one line each)."""
+    names = [s["name"] for s in specs]
+    by_name = {s["name"]: s for s in specs}
+    if "" in arrays:
+        if len(specs) != 1 or len(arrays) != 1:
+            raise UserError(f"the model takes {len(specs)} inputs ({', '.join(names)}): pass each as "
+                            "--input NAME=FILE.npy")
+        arrays = {names[0]: arrays[""]}
+    unknown = [n for n in arrays if n not in by_name]
+    if unknown:
+        raise UserError(f"unknown input {unknown[0]!r}; the model's inputs: {', '.join(names)}")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise UserError(f"missing input {missing[0]!r}; the model's inputs: {', '.join(names)} "
+                        "(pass each as --input NAME=FILE.npy)")
+    for name, arr in arrays.items():
+        spec = by_name[name]
+        shape = spec["shape"]
+        if not _compatible_dtype(spec["dtype"], arr.dtype):
+            raise UserError(f"input {name!r}: expected dtype {spec['dtype']} (shape {_fmt_shape(shape)}), got "
+                            f"{arr.dtype.name} (shape {_fmt_shape(arr.shape)})")
+        if arr.ndim != len(shape):
+            raise UserError(f"input {name!r}: expected shape {_fmt_shape(shape)} ({_dims(len(shape))}), "
+                            f"got {_fmt_shape(arr.shape)} ({_dims(arr.ndim)})")
+        if arr.ndim and arr.shape[0] == 0:
+            raise UserError(f"input {name!r}: the batch is empty (shape {_fmt_shape(arr.shape)})")
+        for axis, (want, have) in enumerate(zip(shape, arr.shape)):
+            if want is None or (axis == 0 and spec.get("batch_flexible")):
+                continue
+            if want != have:
+                raise UserError(f"input {name!r}: expected shape {_fmt_shape(shape)}, got {_fmt_shape(arr.shape)} "
+                                f"(dimension {axis} must be {want})")
+    return arrays
+
+
+def _warn_non_finite(kind: str, name: str, arr) -> None:
+    import sys
+
+    import numpy as np
+
+    if arr.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(arr)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        nan = int(np.isnan(arr).sum())
+        print(f"warning: {kind} {name!r} has {count} non-finite value(s) ({nan} NaN, {count - nan} Inf) of "
+              f"{arr.size}, first at index {first}; results may be meaningless", file=sys.stderr)
+
+
+def _check_output(path: Path) -> None:
+    import os
+
+    if path.suffix.lower() != ".npz":
+        raise UserError(f"output {path} must end in .npz")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output directory is not writable: {parent}")
+
+
+def _check_provider(provider: str | None, path: Path) -> list[str] | None:
+    if provider is None:
+        return None
+    if path.suffix.lower() != ".onnx":
+        raise UserError(f"--provider applies to .onnx files only (ONNX Runtime execution providers), not {path.name}")
+    import onnxruntime as ort
+
+    known = ort.get_all_providers()
+    available = ort.get_available_providers()
+    if provider not in known:
+        raise UserError(f"unknown provider {provider!r}; valid: {', '.join(available)} (available here)")
+    if provider not in available:
+        raise UserError(f"provider {provider!r} is not available here; valid: {', '.join(available)}")
+    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+
+
+def _run(args):
+    import io
+    import sys
+
+    import numpy as np
+
+    from models.artifacts import atomic_write
+
     from . import runtime
+    from .probe import probe
 
     path = Path(args.path)
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        _check_output(output)
+    providers = _check_provider(args.provider, path)
+    arrays = _read_inputs(args.input)
+    # A corrupt or hostile file can crash the native runtime: load it in a child first, then here.
+    probed = probe([path], providers=providers)[0]
+    if not probed.ok:
+        raise UserError(probed.error)
     try:
-        model = runtime.load(path)
+        model = runtime.load(path, providers=providers)
     except runtime.RuntimeModelError as e:
         raise UserError(str(e)) from None
-    inputs = {}
-    for spec in args.input:
-        name, _, file = spec.rpartition("=")
-        try:
-            arr = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read input {file}: {e}") from None
-        inputs[name or model.input_names[0]] = arr
+    from .probe import describe_inputs
+
+    feed = _match_inputs(arrays, describe_inputs(model))
+    for name, arr in feed.items():
+        _warn_non_finite("input", name, arr)
     try:
-        outputs = model.predict(inputs if len(inputs) > 1 or model.input_names[0] in inputs else next(iter(inputs.values())))
+        outputs = model.predict(feed if len(feed) > 1 else next(iter(feed.values())))
     except runtime.RuntimeModelError as e:
         raise UserError(str(e)) from None
     outputs = outputs if isinstance(outputs, list) else [outputs]
+    named = dict(zip(model.output_names, outputs))
+    for name, value in named.items():
+        _warn_non_finite("output", name, np.asarray(value))
+    if output is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **named)
+        atomic_write(output, buffer.getvalue())
     np.set_printoptions(precision=5, suppress=True, threshold=200)
-    for name, value in zip(model.output_names, outputs):
+    for name, value in named.items():
         print(f"{name} {tuple(value.shape)}:\n{value}")
         if value.ndim == 2 and value.shape[1] > 1:
             print(f"{name} argmax: {value.argmax(-1)}")
+    if output is not None:
+        print(f"wrote {output}")
+    sys.stdout.flush()
 
 
 def main(argv=None):
@@ -77,6 +243,9 @@ def main(argv=None):
     p.add_argument("path", help="exported .onnx or .tflite file")
     p.add_argument("--input", action="append", required=True, metavar="[NAME=]FILE.npy",
                    help="input array (repeat with NAME= for multi-input models)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.npz", help="also write the outputs to an .npz file")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime execution provider, e.g. CPUExecutionProvider (default: a GPU one if present)")
     p.set_defaults(fn=_run)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.ptq import QuantRecipe
-from models.artifacts import atomic_write, write_json
+from models.artifacts import atomic_write_many, write_json
 from models.errors import UserError
 from models.loading import Subject
 from models.spec import n_samples, signature_of
@@ -24,6 +24,13 @@ from .validate import Validation, parity, top1_agreement
 
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 N_VALIDATE = 256
+
+
+def metadata_json(meta: dict) -> str:
+    """The sidecar's text (as ``write_json`` writes it)."""
+    import json
+
+    return json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
 
 
 @dataclass
@@ -192,8 +199,7 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
             validation = validate(subject, candidate, recipe)
     failed = validation is not None and not validation.passed
     written = not (failed and enforce)
-    if written:
-        atomic_write(out, data)
-        write_json(Path(str(out) + ".json"), meta)
+    if written:  # the file and its sidecar together, or neither
+        atomic_write_many({out: data, Path(str(out) + ".json"): metadata_json(meta)})
     return ExportResult(out, recipe, len(data), len(gzip.compress(data, 9, mtime=0)), validation, written,
                         converted.notes, failed)

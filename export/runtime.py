@@ -36,13 +36,31 @@ class RuntimeModelError(Exception):
     """The file cannot be loaded or run by its runtime."""
 
 
+def _clean_metadata(meta) -> dict:
+    """Metadata comes from files the app did not write: keep only well-formed fields ({} if none)."""
+    if not isinstance(meta, dict):
+        return {}
+    meta = dict(meta)
+    batch = meta.get("batch")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        meta["batch"] = None
+    for key in ("inputs", "outputs"):
+        part = meta.get(key)
+        if part is None:
+            continue
+        names = part.get("names") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            meta[key] = {**part, "names": []} if isinstance(part, dict) else {}
+    return meta
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The toolkit's metadata: from the JSON sidecar (``model.onnx.json``) or from inside the file, else {}."""
     sidecar = Path(str(path) + ".json")
     if sidecar.exists():
         try:
-            return json.loads(sidecar.read_text())
-        except (OSError, ValueError):
+            return _clean_metadata(json.loads(sidecar.read_text()))
+        except (OSError, ValueError, RecursionError):
             pass
     try:
         data = Path(path).read_bytes()
@@ -53,8 +71,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         if at >= 0:
             try:
                 text = data[at + len(b"CT-METADATA"):].decode("utf-8", errors="ignore")
-                return json.JSONDecoder().raw_decode(text)[0]
-            except ValueError:
+                return _clean_metadata(json.JSONDecoder().raw_decode(text)[0])
+            except (ValueError, RecursionError):
                 return {}
     return {}
 
@@ -108,8 +126,8 @@ class OnnxModel(_Base):
             embedded = self.session.get_modelmeta().custom_metadata_map.get("ct_metadata")
             if embedded:
                 try:
-                    self.metadata = json.loads(embedded)
-                except ValueError:
+                    self.metadata = _clean_metadata(json.loads(embedded))
+                except (ValueError, RecursionError):
                     pass
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_names = list(self._inputs)
@@ -256,8 +274,15 @@ def load(path: str | os.PathLike, *, providers=None, threads: int | None = None,
         raise RuntimeModelError(f"{path} is empty")
     metadata = read_metadata(path)
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return OnnxModel(path, metadata, providers=providers, threads=threads)
-    if suffix == ".tflite":
+    if suffix not in (".onnx", ".tflite"):
+        raise RuntimeModelError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected .onnx or .tflite")
+    try:
+        if suffix == ".onnx":
+            return OnnxModel(path, metadata, providers=providers, threads=threads)
         return TFLiteModel(path, metadata, threads=threads, xnnpack=xnnpack)
-    raise RuntimeModelError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected .onnx or .tflite")
+    except RuntimeModelError:
+        raise
+    except Exception as e:  # a malformed file can trip the bindings themselves (bad UTF-8 names, ...)
+        runtime = "ONNX Runtime" if suffix == ".onnx" else "LiteRT"
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise RuntimeModelError(f"{runtime} cannot load {path}: {type(e).__name__}: {first}") from None

@@ -16,9 +16,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def console(stderr: bool = False):
+    """A rich console; when output is piped, wide enough that tables are not wrapped at 80 columns."""
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def run(main, argv=None) -> int:

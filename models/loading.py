@@ -9,14 +9,158 @@ from .errors import UserError
 from .spec import ModelSpec, Splits
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
+MAX_CONFIG_BYTES = 64 << 20  # a model's config.json / model_config: anything bigger is not a real model
+UNSAFE_HINT = "pass --unsafe only if you trust the file"
+
+_ZIP, _HDF5 = b"PK\x03\x04", b"\x89HDF\r\n\x1a\n"
+_OTHER_FORMATS = [(4, b"TFL3", "a TFLite model"), (0, b"SQLite format 3\x00", "an SQLite database"),
+                  (0, b"\x93NUMPY", "a NumPy .npy array")]
 
 
 def _looks_like_path(arg: str) -> bool:
     return "/" in arg or "\\" in arg or arg.endswith(KERAS_SUFFIXES + (".onnx", ".tflite")) or Path(arg).exists()
 
 
+def _format_of(path: Path) -> str:
+    """"zip" (a .keras archive), "hdf5" (a legacy .h5 model), or a description of what else the file is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if head.startswith(_ZIP):
+        return "zip"
+    if head.startswith(_HDF5):
+        return "hdf5"
+    for offset, magic, what in _OTHER_FORMATS:
+        if head[offset:offset + len(magic)] == magic:
+            return what
+    return "neither a .keras (zip) archive nor an HDF5 file"
+
+
+def _refuse(path: Path, what: str):
+    raise UserError(f"{path} contains {what}; refused in safe mode because loading it would run code from "
+                    f"the file ({UNSAFE_HINT})")
+
+
+def _module_allowed(module: str, class_name: str, registered_name) -> bool:
+    """Keras' own objects, or objects registered in this process (the zoo's custom layers and losses)."""
+    if module in ("keras", "tf_keras") or module.startswith(("keras.", "tf_keras.")):
+        return True
+    from .backend import keras
+
+    obj = keras.saving.get_registered_object(registered_name) if isinstance(registered_name, str) else None
+    return obj is not None and getattr(obj, "__module__", None) == module
+
+
+def _scan_config(config, path: Path) -> None:
+    """Refuse serialized Python code before Keras sees the config.
+
+    Lambda layers (and ``lambda`` objects in wrappers) carry marshalled bytecode that Keras would run;
+    a ``module`` outside Keras makes Keras import it and hand its functions to the model. Both are
+    refused unless registered here. Keras' own safe mode also refuses lambdas: this is the second lock,
+    and the only one for ``.h5`` files, which Keras loads without safe mode.
+    """
+    stack = [(config, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > 500:
+            raise UserError(f"cannot load {path} as a Keras model: its config is nested implausibly deep")
+        if isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        class_name = node.get("class_name")
+        if class_name == "Lambda":
+            _refuse(path, "serialized Python code (a Lambda layer)")
+        if class_name == "__lambda__":
+            _refuse(path, "serialized Python code (a lambda function)")
+        for key, value in node.items():
+            if isinstance(key, str) and key.endswith("_type") and value == "lambda":
+                _refuse(path, f"serialized Python code (a lambda in {class_name or 'a layer'})")
+        module = node.get("module")
+        if class_name is not None and isinstance(module, str) and not _module_allowed(
+                module, str(class_name), node.get("registered_name")):
+            inner = node.get("config")
+            name = inner if class_name == "function" and isinstance(inner, str) else class_name
+            _refuse(path, f"a reference to the Python object {module}.{name}, which is neither part of Keras "
+                          "nor registered here")
+        stack.extend((v, depth + 1) for v in node.values())
+
+
+def _check_safe(path: Path, kind: str) -> None:
+    """Read the model's config without building anything and refuse code in it (see _scan_config)."""
+    import json
+    import zipfile
+
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+                unpacked = sum(i.file_size for i in infos)
+                if unpacked > max(4 << 30, 50 * path.stat().st_size):
+                    raise UserError(f"cannot load {path} as a Keras model: it would unpack to {unpacked / 2**30:.1f} "
+                                    "GiB (a zip bomb?)")
+                try:
+                    info = zf.getinfo("config.json")
+                except KeyError:
+                    raise UserError(f"cannot load {path} as a Keras model: the archive has no config.json "
+                                    "(not a .keras model)") from None
+                if info.file_size > MAX_CONFIG_BYTES:
+                    raise UserError(f"cannot load {path} as a Keras model: config.json is {info.file_size} bytes")
+                text = zf.read(info)
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get("model_config")
+                if text is None:
+                    raise UserError(f"cannot load {path} as a Keras model: it has no model config (a weights-only "
+                                    "file? load it into the model it came from)")
+                if hasattr(text, "tobytes") and not isinstance(text, (bytes, str)):
+                    text = text.tobytes()
+                if len(text) > MAX_CONFIG_BYTES:
+                    raise UserError(f"cannot load {path} as a Keras model: its model config is {len(text)} bytes")
+        config = json.loads(text)
+    except UserError:
+        raise
+    except Exception as e:  # a corrupt archive or HDF5 file, or a config that is not JSON
+        raise UserError(f"cannot load {path} as a Keras model: {_first_line(e)}") from None
+    _scan_config(config, path)
+
+
+def _check_savedmodel_safe(path: Path) -> None:
+    metadata = path / "keras_metadata.pb"
+    if not metadata.exists():
+        return
+    import json
+
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    try:
+        proto = saved_metadata_pb2.SavedMetadata()
+        proto.ParseFromString(metadata.read_bytes())
+        configs = [json.loads(node.metadata) for node in proto.nodes if node.metadata]
+    except Exception as e:
+        raise UserError(f"cannot load {path} as a Keras model: keras_metadata.pb: {_first_line(e)}") from None
+    for config in configs:
+        _scan_config(config, path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
 def load_keras(path: str | Path, unsafe: bool = False):
-    """Load a ``.keras``/``.h5`` file or SavedModel directory, in Keras safe mode unless ``unsafe``."""
+    """Load a ``.keras``/``.h5`` file or SavedModel directory, in Keras safe mode unless ``unsafe``.
+
+    Safe mode refuses serialized Python code (Lambda layers, lambdas, objects from modules outside
+    Keras that are not registered here) for every format, ``.h5`` and SavedModel included, with a
+    message that says so. Any other problem with the file is a :class:`UserError` with one line.
+    """
     from .backend import keras, quiet_stderr
 
     registry.names()  # registers the zoo's custom layers for deserialisation
@@ -26,22 +170,45 @@ def load_keras(path: str | Path, unsafe: bool = False):
     is_savedmodel = path.is_dir() and (path / "saved_model.pb").exists()
     if path.is_dir() and not is_savedmodel:
         raise UserError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
-    if not is_savedmodel:
-        if path.suffix.lower() not in KERAS_SUFFIXES:
+    if is_savedmodel:
+        if not unsafe:
+            _check_savedmodel_safe(path)
+    else:
+        suffix = path.suffix.lower()
+        if suffix in EXPORTED_SUFFIXES:
+            raise UserError(f"{path} is {EXPORTED_SUFFIXES[suffix]}, not a Keras model (expected .keras, .h5 or a "
+                            "SavedModel directory; run exported files with `python -m export run`)")
+        if suffix not in KERAS_SUFFIXES:
             raise UserError(f"{path} is not a Keras model file (expected .keras, .h5 or a SavedModel directory)")
-        if path.stat().st_size == 0:
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        if size == 0:
             raise UserError(f"{path} is empty")
+        kind = _format_of(path)
+        if kind not in ("zip", "hdf5"):
+            raise UserError(f"cannot load {path} as a Keras model: it is {kind}")
+        if kind == "zip" and suffix != ".keras":
+            raise UserError(f"{path} is a .keras (zip) archive with a {suffix} name; rename it to .keras")
+        if not unsafe:
+            _check_safe(path, kind)
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     try:
-        with quiet_stderr():
-            if path.suffix.lower() == ".keras":
-                return keras.models.load_model(path, safe_mode=not unsafe, compile=True)
-            return keras.models.load_model(path, compile=True)
+        with quiet_stderr(), SafeModeScope(not unsafe):
+            if path.suffix.lower() == ".keras" and not is_savedmodel:
+                model = keras.models.load_model(path, safe_mode=not unsafe, compile=True)
+            else:
+                model = keras.models.load_model(path, compile=True)
     except Exception as e:  # Keras raises many types for bad files; the user needs one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "safe_mode" in str(e) or "Lambda" in str(e):
-            raise UserError(f"{path} contains serialized Python code (a Lambda layer); refused in safe mode. "
-                            "Pass --unsafe only if you trust the file") from None
-        raise UserError(f"cannot load {path} as a Keras model: {msg[:300]}") from None
+        text = str(e)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            _refuse(path, "serialized Python code (a Lambda layer or lambda)")
+        raise UserError(f"cannot load {path} as a Keras model: {_first_line(e)}") from None
+    if not isinstance(model, keras.Model):
+        raise UserError(f"cannot load {path} as a Keras model: it holds a {type(model).__name__}, not a model")
+    return model
 
 
 @dataclass

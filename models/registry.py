@@ -37,12 +37,11 @@ def _load_zoo() -> None:
 
 def names() -> list[str]:
     _load_zoo()
-    return list(_REGISTRY)
+    return sorted(_REGISTRY)
 
 
 def specs() -> list[ModelSpec]:
-    _load_zoo()
-    return list(_REGISTRY.values())
+    return [_REGISTRY[n] for n in names()]
 
 
 def get(name: str) -> ModelSpec:
@@ -50,4 +49,4 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UserError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}") from None
+        raise UserError(f"unknown model {name!r}; valid: {', '.join(names())}") from None

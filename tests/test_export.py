@@ -99,3 +99,75 @@ def test_runtime_rejects_bad_files(tmp_path):
             runtime.load(tmp_path / name)
     with pytest.raises(runtime.RuntimeModelError, match="no such file"):
         runtime.load(tmp_path / "missing.onnx")
+
+
+def test_example_app_runs_without_tensorflow(tmp_path):
+    subject = subject_of("cnn")
+    path = tmp_path / "digits.tflite"
+    exporter.export(subject, QuantRecipe("tflite", "int8"), path)
+    code = (f"import runpy, sys; sys.argv = ['embed_app.py', {str(path)!r}]\n"
+            f"g = runpy.run_path({str(ROOT / 'examples/embed_app.py')!r})\n"
+            f"g['main']({str(path)!r})\n"
+            "assert 'tensorflow' not in sys.modules, 'the app imported tensorflow'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "predicted" in res.stdout and "accuracy on 8 images" in res.stdout
+    assert "inputs ['image']" in res.stdout
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_metadata_is_inside_the_file(fmt, tmp_path):
+    subject = subject_of("mlp")
+    path = tmp_path / f"mlp.{fmt}"
+    exporter.export(subject, QuantRecipe(fmt, "int8"), path)
+    (tmp_path / f"mlp.{fmt}.json").unlink()  # only the file itself travels with the app
+    meta = runtime.load(path).metadata
+    assert meta["model"] == "mlp" and meta["quantization"] == "int8"
+    assert meta["labels"] == ["setosa", "versicolor", "virginica"] and meta["source_sha256"]
+    assert meta["chain"][-1] == f"{fmt}(int8)" and meta["toolkit_version"]
+
+
+def test_int8_io_scale_and_zero_point_travel_in_metadata(tmp_path):
+    """A full-integer model with int8 input/output: the runtime (de)quantizes with the stored scales."""
+    subject = subject_of("cnn")
+    path = tmp_path / "cnn.tflite"
+    result = exporter.export(subject, QuantRecipe("tflite", "int8", int8_io=True), path)
+    meta = json.loads((tmp_path / "cnn.tflite.json").read_text())
+    q = meta["quantization_params"]
+    assert q["inputs"]["image"]["dtype"] == "int8" and q["inputs"]["image"]["scale"] > 0
+    assert result.validation.top1_agreement > 0.9
+    model = runtime.load(path)
+    out = model.predict(subject.splits.test.x[:4])
+    assert out.dtype == np.float32 and out.shape == (4, 10)
+
+
+def test_rnn_is_unrolled_for_tflite_and_matches(tmp_path):
+    subject = subject_of("lstm_classifier")
+    result = exporter.export(subject, QuantRecipe("tflite"), tmp_path / "l.tflite")
+    assert any("unrolled" in n for n in result.notes)
+    assert result.written and result.validation.max_abs <= 1e-4
+
+
+def test_user_savedmodel_and_h5_files_export(tmp_path):
+    from models.loading import resolve
+
+    model = subject_of("mlp").model
+    model.save(tmp_path / "m.h5")
+    model.save(tmp_path / "saved", save_format="tf")
+    for arg in (tmp_path / "m.h5", tmp_path / "saved"):
+        subject = resolve(str(arg))
+        result = exporter.export(subject, QuantRecipe("onnx"), tmp_path / "u.onnx")
+        assert result.written and result.validation.inputs_from.startswith("random inputs")
+
+
+def test_lambda_layers_need_unsafe(tmp_path):
+    from models.backend import keras
+    from models.errors import UserError
+    from models.loading import load_keras
+
+    inp = keras.Input((3,), name="x")
+    out = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+    keras.Model(inp, out).save(tmp_path / "lam.keras")
+    with pytest.raises(UserError, match="Lambda layer.*--unsafe"):
+        load_keras(tmp_path / "lam.keras")
+    assert load_keras(tmp_path / "lam.keras", unsafe=True).predict(np.ones((1, 3)), verbose=0)[0, 0] == 2.0

@@ -1,0 +1,118 @@
+"""How a technique fine-tunes a model: ``fit()`` on (x, y) with the model's loss, or not at all, with the reason.
+
+Zoo models trained by ``fit()`` are fine-tuned on their spec's train split. A ``train_fn`` is a custom
+loop; most of those optimise something ``fit(x, y)`` cannot (a GAN's adversarial game, an RL agent's
+TD targets, word2vec's negative sampling), so techniques run one-shot for them and say so. The few zoo
+train_fns that *are* ``fit()`` plus extras are listed in :data:`FIT_EQUIVALENT` with the extras kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from models.backend import keras
+from models.spec import Inputs, ModelSpec, Split, Splits, n_samples
+
+#: zoo models whose train_fn is fit() on the spec's loss plus extras that fine-tuning keeps (or may drop:
+#: learning-rate callbacks). name -> (what the train_fn adds, config -> extra fit kwargs)
+FIT_EQUIVALENT: dict[str, tuple[str, Callable[[dict], dict]]] = {
+    "lstm": ("fit() with a ReduceLROnPlateau callback (not needed for a short fine-tune)", lambda c: {}),
+    "lstm_classifier": ("fit() with a cosine learning-rate schedule (not needed for a short fine-tune)",
+                        lambda c: {}),
+    "gnn": ("fit() on the train nodes (negative labels are masked out)", lambda c: {"batch_size": 1}),
+    "fraud_dnn": ("fit() with a positive-class weight",
+                  lambda c: {"class_weight": {0: 1.0, 1: float(c.get("pos_weight", 1.0))}}),
+}
+
+
+@dataclass
+class FineTune:
+    """Data and settings for fine-tuning, or the reason there is none (``reason``): then techniques run one-shot."""
+
+    data: Split | None = None
+    loss: Any = None
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-4
+    fit_kwargs: dict = field(default_factory=dict)
+    reason: str | None = None
+    #: a few inputs for data-only steps (QAT range calibration); may exist without labels
+    calibration: Inputs | None = None
+    how: str = "fit() on the training split"
+
+    @property
+    def enabled(self) -> bool:
+        return self.reason is None and self.data is not None and self.epochs > 0
+
+    def steps(self) -> int:
+        if not self.enabled:
+            return 0
+        batch = self.fit_kwargs.get("batch_size", self.batch_size)
+        return max(1, int(np.ceil(len(self.data) / batch))) * self.epochs
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f"none ({self.reason or 'no training data'})"
+        return f"{self.how}: {self.epochs} epoch(s) on {len(self.data)} samples, lr {self.lr:g}"
+
+    def fit(self, model, callbacks=(), lr: float | None = None):
+        """Compile with Adam + the loss and fit; labels < 0 (unlabelled, e.g. graph nodes) get zero weight."""
+        if not self.enabled:
+            return model
+        model.compile(optimizer=keras.optimizers.Adam(lr or self.lr), loss=self.loss)
+        kwargs = {"batch_size": self.batch_size, **self.fit_kwargs}
+        y = self.data.y
+        if isinstance(y, np.ndarray) and y.dtype.kind in "iu" and (y < 0).any():
+            kwargs["sample_weight"] = (y >= 0).astype("float32")
+            y = np.maximum(y, 0)
+        model.fit(self.data.x, y, epochs=self.epochs, verbose=0, shuffle=True, callbacks=list(callbacks), **kwargs)
+        return model
+
+    def without(self, reason: str) -> "FineTune":
+        """The same calibration data, no fine-tuning (one-shot), with the reason."""
+        return FineTune(reason=reason, calibration=self.calibration, loss=self.loss)
+
+
+def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int = 1, lr: float = 1e-4,
+             limit: int | None = None) -> FineTune:
+    """The fine-tuning plan for a zoo model (``limit``: use only the first N training samples)."""
+    train = splits.train.head(limit) if limit else splits.train
+    calibration = spec.calibration(splits, min(64, n_samples(splits.train.x)))
+    batch = config.get("batch_size", 32)
+    if not spec.trainable:
+        return FineTune(reason=f"{spec.name} is not trained (an untrained workload, trainable=False): there is "
+                               "no training objective to fine-tune against", calibration=calibration)
+    if spec.train_fn is not None and spec.name not in FIT_EQUIVALENT:
+        return FineTune(reason=f"{spec.name} is trained by a custom loop (train_fn: {spec.task}); fit() on (x, y) "
+                               "would optimise a different objective", calibration=calibration, loss=spec.loss)
+    if spec.loss is None or train.y is None:
+        return FineTune(reason=f"{spec.name} has no supervised loss/labels to fine-tune with",
+                        calibration=calibration)
+    how, extra = FIT_EQUIVALENT.get(spec.name, ("fit() on the training split", lambda c: {}))
+    return FineTune(train, spec.loss, epochs, batch, lr, fit_kwargs=extra(config), calibration=calibration, how=how)
+
+
+def for_user_model(model, data: Split | None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:
+    """A user's own model: fine-tune on ``--data`` with the loss it was compiled with."""
+    loss = getattr(model, "loss", None)
+    calibration = data.x if data is not None else None
+    if data is None:
+        return FineTune(reason="no training data for a user model (pass --data FILE.npz with arrays x and y)",
+                        loss=loss)
+    if loss is None:
+        return FineTune(reason="the model was saved without a loss (compile it before saving to fine-tune it)",
+                        calibration=calibration)
+    return FineTune(data, loss, epochs, batch_size, lr, calibration=calibration)
+
+
+def as_finetune(train, loss=None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:
+    """Accept a FineTune, a Split (+ loss), or None (one-shot) wherever a technique takes data."""
+    if isinstance(train, FineTune):
+        return train
+    if train is None:
+        return FineTune(reason="no training data given", loss=loss)
+    if loss is None:
+        return FineTune(reason="no loss given", calibration=train.x)
+    return FineTune(train, loss, epochs, batch_size, lr, calibration=train.x)
