@@ -36,6 +36,7 @@ VARIANTS = [
     Variant("tflite-float16", "fp32", "tflite", "float16"),
     Variant("tflite-int8", "fp32", "tflite", "int8"),
     Variant("onnx-fp32", "fp32", "onnx"),
+    Variant("onnx-float16", "fp32", "onnx", "float16"),
     Variant("onnx-int8", "fp32", "onnx", "int8"),
     Variant("pruned-tflite-int8", "pruned", "tflite", "int8"),
 ]
@@ -54,14 +55,12 @@ def _pruned(trained: TrainedModel, work: Path) -> Path:
     path = work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
     if path.exists():
         return path
-    spec = trained.spec
-    if spec.train_fn is not None:
-        raise VariantUnavailable(f"{spec.name} is trained by a custom loop; pruning fine-tunes with fit()")
+    from compress.finetune import for_spec
     from compress.pruning import prune
 
-    splits = trained.splits()
-    pruned, outcome = prune(trained.load(), splits.train, spec.loss, sparsity=PRUNE_SPARSITY, epochs=PRUNE_EPOCHS,
-                            batch_size=trained.config.get("batch_size", 32))
+    # fit()-trained models fine-tune; custom-loop and untrained models are pruned one-shot (the plan says why)
+    plan = for_spec(trained.spec, trained.config, trained.splits(), epochs=PRUNE_EPOCHS)
+    pruned, outcome = prune(trained.load(), plan, sparsity=PRUNE_SPARSITY)
     if not outcome.ran:
         raise VariantUnavailable(outcome.reason())
     with atomic_path(path) as tmp:

@@ -18,7 +18,7 @@ import numpy as np
 from models.spec import Inputs, n_samples, take
 
 TFLITE_MODES = ("fp32", "dynamic", "float16", "int8", "16x8")
-ONNX_MODES = ("fp32", "dynamic", "int8")
+ONNX_MODES = ("fp32", "float16", "dynamic", "int8")  # float16: weights and ops in half, float I/O
 MODES = {"tflite": TFLITE_MODES, "onnx": ONNX_MODES}
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 

@@ -49,9 +49,11 @@ def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None
     if recipe.mode == "float16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
 
-        half = convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True)
-        return check(half.SerializeToString())
+        half = OnnxModel(convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True))
+        half.topological_sort()  # the converter appends the I/O casts out of order
+        return check(half.model.SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "quant.onnx"
         src.write_bytes(data)

@@ -33,7 +33,7 @@ def test_fp32_export_matches_keras(name, fmt, tmp_path):
 
 
 @pytest.mark.parametrize("fmt,mode", [("tflite", "dynamic"), ("tflite", "float16"), ("tflite", "int8"),
-                                      ("onnx", "dynamic"), ("onnx", "int8")])
+                                      ("onnx", "float16"), ("onnx", "dynamic"), ("onnx", "int8")])
 def test_quantized_exports_report_metric_and_agreement(fmt, mode, tmp_path):
     subject = subject_of("cnn")
     result = exporter.export(subject, QuantRecipe(fmt, mode), tmp_path / f"cnn.{fmt}")
