@@ -86,7 +86,7 @@ def test_bad_model_argument(cli, tmp_path, command, model, fragments):
 
 @pytest.mark.parametrize("args,fragments", [
     (["compress", "quantize", "mlp", "--format", "tflite", "--mode", "int4"], ["mode 'int4'", "valid: fp32"]),
-    (["compress", "quantize", "mlp", "--format", "onnx", "--mode", "float16"], ["not available for onnx"]),
+    (["compress", "quantize", "mlp", "--format", "onnx", "--mode", "16x8"], ["not available for onnx"]),
     (["compress", "quantize", "mlp", "--format", "coreml", "--mode", "int8"], ["unknown format 'coreml'"]),
     (["export", "onnx", "mlp", "--quantize", "int3"], ["mode 'int3'"]),
     (["compress", "prune", "mlp", "--sparsity", "1.5"], ["--sparsity must be in [0, 1)"]),
