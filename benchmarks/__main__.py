@@ -3,18 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.cli import ArgumentParser, console, run
+from models.cli import ArgumentParser, console, positive_int, run
 from models.errors import UserError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise UserError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _run(args):
@@ -37,8 +27,8 @@ def _run(args):
     quick = args.quick
     cfg = SweepConfig(models=names, method=Method.quick() if quick else Method(), out=Path(args.out),
                       cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny,
-                      batches=[_positive(b) for b in args.batch] if args.batch else ([1] if quick else [1, 32]),
-                      threads=[_positive(t) for t in args.threads] if args.threads
+                      batches=[positive_int(b, "--batch") for b in args.batch] if args.batch else ([1] if quick else [1, 32]),
+                      threads=[positive_int(t, "--threads") for t in args.threads] if args.threads
                       else ([SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads))
     if args.variants:
         cfg.variants = args.variants

@@ -6,139 +6,7 @@ from pathlib import Path
 from models.cli import ArgumentParser, console, run
 from models.errors import UserError
 
-TECHNIQUE_COMMANDS = ("prune", "cluster", "qat", "channel-prune")
-
-
-# ------------------------------------------------------------------------------------------------ validation
-
-
-def _check_output(path: Path, suffixes: tuple[str, ...]) -> Path:
-    if path.suffix not in suffixes:
-        raise UserError(f"output {path} must end in {' or '.join(suffixes)}")
-    return path
-
-
-def _validate(args) -> None:
-    """Option checks that need no model: fail in one line before anything is loaded or trained."""
-    if getattr(args, "epochs", 1) < 0:
-        raise UserError(f"--epochs must be >= 0 (0: one-shot, no fine-tuning), got {args.epochs}")
-    if getattr(args, "lr", 1.0) <= 0:
-        raise UserError(f"--lr must be > 0, got {args.lr}")
-    if getattr(args, "limit", None) is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
-    if args.command == "prune":
-        from .pruning import SCHEDULES
-
-        if not 0.0 <= args.sparsity < 1.0:
-            raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-        if args.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {args.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if args.structure not in (None, "2:4"):
-            try:
-                m, n = (int(v) for v in args.structure.split(":"))
-                if not 0 < m < n:
-                    raise ValueError
-            except ValueError:
-                raise UserError(f"--structure must be M:N with 0 < M < N (e.g. 2:4), got {args.structure!r}") from None
-    if args.command in ("cluster", "qat"):
-        from .clustering import INITS
-
-        if args.init not in INITS:
-            raise UserError(f"unknown centroid init {args.init!r}; valid: {', '.join(INITS)}")
-    if args.command == "cluster" and args.clusters < 2:
-        raise UserError(f"--clusters must be >= 2, got {args.clusters}")
-    if args.command == "qat":
-        if args.scheme not in ("default", "pqat", "cqat"):
-            raise UserError(f"unknown scheme {args.scheme!r}; valid: default, pqat, cqat")
-        if not 0.0 <= args.sparsity < 1.0:
-            raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-        if args.clusters != 0 and args.clusters < 2:
-            raise UserError(f"--clusters must be 0 (keep the model's clusters) or >= 2, got {args.clusters}")
-    if args.command == "channel-prune":
-        from .channels import CRITERIA
-
-        if not 0.0 < args.ratio < 1.0:
-            raise UserError(f"--ratio must be in (0, 1), got {args.ratio}")
-        if args.criterion not in CRITERIA:
-            raise UserError(f"unknown criterion {args.criterion!r}; valid: {', '.join(CRITERIA)}")
-    if args.command in TECHNIQUE_COMMANDS:
-        suffixes = (".tflite", ".keras") if args.command == "qat" else (".keras",)
-        if args.output:
-            _check_output(Path(args.output), suffixes)
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-def _subject(args):
-    from models.loading import resolve
-
-    return resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
-
-
-def _user_data(data_file):
-    import numpy as np
-
-    from models.spec import Split
-
-    try:
-        with np.load(data_file, allow_pickle=False) as d:
-            return Split(d["x"], d["y"])
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"cannot read training data {data_file} (need an .npz with arrays x and y): {e}") from None
-
-
-def _finetune(args, subject):
-    """The fine-tuning plan: the zoo spec's train split, --data for a user model, or one-shot with the reason."""
-    from . import finetune
-
-    if args.epochs == 0:
-        plan = finetune.FineTune(reason="--epochs 0 (one-shot)")
-        if subject.spec is not None:
-            plan.calibration = subject.spec.calibration(subject.splits, 64)
-        return plan
-    if args.data:
-        return finetune.for_user_model(subject.model, _user_data(args.data), epochs=args.epochs,
-                                       batch_size=(subject.config or {}).get("batch_size", 32), lr=args.lr)
-    if subject.spec is None:
-        return finetune.for_user_model(subject.model, None)
-    return finetune.for_spec(subject.spec, subject.config, subject.splits, epochs=args.epochs, lr=args.lr,
-                             limit=args.limit)
-
-
-def _metric(subject, model):
-    from models.training import keras_predict
-
-    if subject.spec is None:
-        return None
-    return subject.spec.score(keras_predict(model), subject.splits.test, subject.config)
-
-
-def _print_outcome(out, outcome, plan) -> None:
-    out.print(outcome.summary())
-    out.print(f"fine-tuning: {plan.describe()}")
-    for layer, reason in outcome.skipped.items():
-        out.print(f"  skipped {layer}: {reason}")
-
-
-def _print_result(out, subject, before, after, out_path, label="after") -> None:
-    from models.artifacts import sizes
-
-    if before is not None:
-        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> {label} {after:.4f}")
-    src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
-    raw, gz = sizes(out_path)
-    out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "
-              f"{gz / 1024:.1f} KiB ({src_gz / max(gz, 1):.2f}x smaller)")
-    out.print(f"wrote {out_path}")
-
-
-def _save_keras(model, path: Path) -> None:
-    from models.artifacts import atomic_path
-
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
+from . import cli_common as common
 
 # -------------------------------------------------------------------------------------------------- commands
 
@@ -153,9 +21,9 @@ def _prune(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-pruned{tag}.keras")
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = _subject(args)
-        plan = _finetune(args, subject)
-    before = _metric(subject, subject.model)
+        subject = common.load_subject(args)
+        plan = common.finetune_plan(args, subject)
+    before = common.metric_of(subject, subject.model)
     what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
     with out.status(f"pruning to {what} ({plan.describe()})..."):
         pruned, outcome = prune(subject.model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n)
@@ -167,16 +35,16 @@ def _prune(args):
     for row in sparsity_report(pruned):
         table.add_row(row.layer, str(row.weights), str(row.zeros), f"{row.sparsity:.1%}")
     out.print(table)
-    _print_outcome(out, outcome, plan)
+    common.print_outcome(out, outcome, plan)
     out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
-    _save_keras(pruned, out_path)
+    common.save_keras(pruned, out_path)
     if m_by_n:
         saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
         bad = [k for k, ok in saved.items() if not ok]
         if bad:
             raise UserError(f"the saved weights break the {m_by_n[0]}:{m_by_n[1]} pattern in {', '.join(bad)}")
         out.print(f"{m_by_n[0]}:{m_by_n[1]} pattern verified on the saved weights of {len(saved)} layer(s)")
-    _print_result(out, subject, before, _metric(subject, pruned), out_path)
+    common.print_result(out, subject, before, common.metric_of(subject, pruned), out_path)
 
 
 def _cluster(args):
@@ -185,19 +53,19 @@ def _cluster(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = _subject(args)
-        plan = _finetune(args, subject)
-    before = _metric(subject, subject.model)
+        subject = common.load_subject(args)
+        plan = common.finetune_plan(args, subject)
+    before = common.metric_of(subject, subject.model)
     with out.status(f"clustering into {args.clusters} centroids ({plan.describe()})..."):
         clustered, outcome = cluster(subject.model, plan, clusters=args.clusters, init=args.init,
                                      preserve_sparsity=args.preserve_sparsity)
     if not outcome.ran:
         raise UserError(outcome.reason())
-    _print_outcome(out, outcome, plan)
+    common.print_outcome(out, outcome, plan)
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    _save_keras(clustered, out_path)
-    _print_result(out, subject, before, _metric(subject, clustered), out_path)
+    common.save_keras(clustered, out_path)
+    common.print_result(out, subject, before, common.metric_of(subject, clustered), out_path)
 
 
 def _qat(args):
@@ -209,9 +77,9 @@ def _qat(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-{default}.tflite")
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = _subject(args)
-        plan = _finetune(args, subject)
-    before = _metric(subject, subject.model)
+        subject = common.load_subject(args)
+        plan = common.finetune_plan(args, subject)
+    before = common.metric_of(subject, subject.model)
     source = subject.model
     if out_path.suffix == ".tflite" and qat_mod.has_rnn(source):
         source = qat_mod.unroll_rnns(source)  # TFLite needs plain ops for a wrapped RNN (same math in Keras)
@@ -225,16 +93,16 @@ def _qat(args):
             qmodel, outcome = qat_mod.qat(source, plan)
     if not outcome.ran:
         raise UserError(outcome.reason())
-    _print_outcome(out, outcome, plan)
+    common.print_outcome(out, outcome, plan)
     for key in ("mode", "whole_model_error", "pruning", "clustering", "calibration"):
         if outcome.details.get(key):
             out.print(f"{key.replace('_', ' ')}: {outcome.details[key]}")
-    after = _metric(subject, qmodel)
+    after = common.metric_of(subject, qmodel)
     if out_path.suffix == ".keras":
         with qat_mod.custom.quantize_scope():
-            _save_keras(qmodel, out_path)
+            common.save_keras(qmodel, out_path)
         out.print("note: load it inside compress.custom.quantize_scope() (tfmot's quantize wrappers)")
-        _print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
+        common.print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
         return
     from compress.ptq import QuantRecipe
     from export.cli_common import report
@@ -266,20 +134,20 @@ def _channel_prune(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = _subject(args)
-        plan = _finetune(args, subject)
-    before = _metric(subject, subject.model)
+        subject = common.load_subject(args)
+        plan = common.finetune_plan(args, subject)
+    before = common.metric_of(subject, subject.model)
     with out.status(f"removing {args.ratio:.0%} of the channels ({plan.describe()})..."):
         smaller, outcome = channel_prune(subject.model, plan, ratio=args.ratio, criterion=args.criterion)
     if not outcome.ran:
         raise UserError(outcome.reason())
-    _print_outcome(out, outcome, plan)
+    common.print_outcome(out, outcome, plan)
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
-    _save_keras(smaller, out_path)
+    common.save_keras(smaller, out_path)
     if args.measure:
-        from models.training import random_inputs
         from models.spec import signature_of
+        from models.training import random_inputs
 
         from .measure import fp32_tflite, litert_latency_ms
 
@@ -289,7 +157,7 @@ def _channel_prune(args):
             base = litert_latency_ms(fp32_tflite(subject.model), sample)
             new = litert_latency_ms(fp32_tflite(smaller), sample)
         out.print(f"batch-1 LiteRT latency (fp32, 1 thread): {base:.3f} ms -> {new:.3f} ms ({base / new:.2f}x faster)")
-    _print_result(out, subject, before, _metric(subject, smaller), out_path)
+    common.print_result(out, subject, before, common.metric_of(subject, smaller), out_path)
 
 
 def _quantize(args):
@@ -307,7 +175,7 @@ def _quantize(args):
         raise UserError(str(e)) from None
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = _subject(args)
+        subject = common.load_subject(args)
     path = Path(args.output or default_output(subject.name, args.format, args.mode))
     with out.status(f"quantizing to {recipe}..."):
         try:
@@ -342,7 +210,7 @@ def _preflight(args):
                                   "trained by a custom loop (train_fn); techniques run one-shot"))
         name = spec.name
     else:
-        subject = _subject(args)
+        subject = common.load_subject(args)
         model, name = subject.model, subject.name
         tuning = "with --data: " + for_user_model(model, None).describe()
     rows = preflight(model, clusters=args.clusters)
@@ -446,7 +314,7 @@ def main(argv=None):
     p.set_defaults(fn=_preflight)
 
     args = parser.parse_args(argv)
-    _validate(args)
+    common.validate(args)
     return args.fn(args)
 
 

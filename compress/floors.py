@@ -59,9 +59,10 @@ def prune_floor(cache=None) -> dict:
 def size_floor(cache=None) -> dict:
     from compress.ptq import QuantRecipe
     from export.exporter import export
+    from models.artifacts import sizes_of
 
     from .finetune import for_spec
-    from .measure import fp32_tflite, sizes_of
+    from .measure import fp32_tflite
     from .pruning import prune
 
     spec, trained, model, splits = _trained("cnn", cache)

@@ -7,11 +7,11 @@ training samples); models trained by custom loops run one-shot, as the plan says
 """
 from __future__ import annotations
 
-import gzip
 import tempfile
 from pathlib import Path
 
 from models import registry
+from models.artifacts import sizes
 from models.cli import ArgumentParser, run
 from models.training import keras_predict, train
 
@@ -32,7 +32,7 @@ def _gzip_size(model) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.keras"
         model.save(path)
-        return len(gzip.compress(path.read_bytes(), 6))
+        return sizes(path)[1]
 
 
 def main(argv=None):

@@ -1,17 +1,12 @@
 """What a compressed model costs: file sizes (raw and gzip), parameters, and batch-1 LiteRT latency."""
 from __future__ import annotations
 
-import gzip
 import statistics
 import time
 
 import numpy as np
 
 from models.backend import quiet_stderr, tf
-
-
-def sizes_of(data: bytes) -> tuple[int, int]:
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
 def fp32_tflite(model) -> bytes:

@@ -183,31 +183,6 @@ def quantize_wrapped(model, preserve: str | None = None):
     return qmodel, outcome
 
 
-_RNNS = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
-
-
-def has_rnn(model) -> bool:
-    return any(isinstance(layer, _RNNS) for layer in model.layers)
-
-
-def unroll_rnns(model):
-    """A copy with every LSTM/GRU/SimpleRNN unrolled over its static time axis (same weights, same math).
-
-    A QuantizeWrapper hides an RNN from the TFLite converter's fused-kernel path, and the rolled loop lowers
-    to TensorList ops that TFLite builtins cannot express; unrolled, it converts to plain int8-able ops.
-    """
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, _RNNS):
-            config["unroll"] = True
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _inner_name(layer) -> str:
     return layer.layer.name if isinstance(layer, QuantizeWrapper) else layer.name
 

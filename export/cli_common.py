@@ -18,17 +18,10 @@ def add_model_args(p):
 
 
 def parse_batch(text: str) -> int | None:
-    from models.errors import UserError
+    from models.cli import positive_int
 
-    if text == "dynamic":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"--batch must be a positive integer or 'dynamic', got {text!r}") from None
-    if value < 1:
-        raise UserError(f"--batch must be a positive integer or 'dynamic', got {value}")
-    return value
+    value = positive_int(text, "--batch", also="dynamic")
+    return None if value == "dynamic" else value
 
 
 def default_output(name: str, fmt: str, mode: str) -> str:

@@ -6,20 +6,19 @@ writes atomically.
 """
 from __future__ import annotations
 
-import gzip
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.ptq import QuantRecipe
-from models.artifacts import atomic_write_many, write_json
+from models.artifacts import atomic_write_many, sizes_of, write_json
 from models.errors import UserError
 from models.loading import Subject
+from models.rewrites import has_rnn, unrolled
 from models.spec import n_samples, signature_of
 from models.training import keras_predict, random_inputs
 
 from . import metadata, runtime
-from .batching import has_rnn, unrolled
 from .validate import Validation, parity, top1_agreement
 
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -201,5 +200,5 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
     written = not (failed and enforce)
     if written:  # the file and its sidecar together, or neither
         atomic_write_many({out: data, Path(str(out) + ".json"): metadata_json(meta)})
-    return ExportResult(out, recipe, len(data), len(gzip.compress(data, 9, mtime=0)), validation, written,
+    return ExportResult(out, recipe, *sizes_of(data), validation, written,
                         converted.notes, failed)

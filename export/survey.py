@@ -11,12 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from compress.ptq import QuantRecipe
 from models import registry
 from models.cli import ArgumentParser, run
 from models.loading import Subject
 from models.training import train
-
-from compress.ptq import QuantRecipe
 
 from .exporter import export
 

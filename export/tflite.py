@@ -4,9 +4,8 @@ from __future__ import annotations
 from compress.ptq import QuantRecipe, configure_tflite
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
+from models.rewrites import with_static_batch
 from models.spec import Inputs
-
-from .batching import with_static_batch
 
 FLEX_WARNING = ("uses TF Select (Flex) ops: the app must link the Flex delegate "
                 "(tensorflow-lite-select-tf-ops), which adds several MB")

@@ -203,7 +203,22 @@ def key_of(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+GZIP_LEVEL = 6  # gzip's own default; -9 took 41 s on a 100 MB model for a 2% smaller figure
+
+
+def sizes_of(data: bytes) -> tuple[int, int]:
+    """(raw bytes, gzip bytes): gzip shows what sparsity and clustering buy on the wire."""
+    return len(data), len(gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0))
+
+
+_SIZES: dict[tuple, tuple[int, int]] = {}
+
+
 def sizes(path: str | os.PathLike) -> tuple[int, int]:
-    """(raw bytes, gzip -9 bytes) of a file: gzip shows what sparsity and clustering buy on the wire."""
-    data = Path(path).read_bytes()
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+    """:func:`sizes_of` a file, remembered per (path, size, mtime): a sweep asks once per runtime."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SIZES:
+        _SIZES[key] = sizes_of(p.read_bytes())
+    return _SIZES[key]

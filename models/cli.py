@@ -15,6 +15,20 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def positive_int(text: str, option: str, also: str | None = None) -> int | str:
+    """``option``'s value as a positive integer (or the literal ``also``), else a one-line UserError."""
+    if also is not None and text == also:
+        return text
+    expected = "a positive integer" + (f" or {also!r}" if also else "")
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"{option} must be {expected}, got {text!r}") from None
+    if value < 1:
+        raise UserError(f"{option} must be {expected}, got {value}")
+    return value
+
+
 def console(stderr: bool = False):
     """A rich console; when output is piped, wide enough that tables are not wrapped at 80 columns."""
     import sys

@@ -325,7 +325,6 @@ def _cases() -> list[Case]:
     run = ["export", "run"]
     for fmt in ("onnx", "tflite"):
         valid = f"{{A}}/mlp.{fmt}"
-        other = {"onnx": "TFLite", "tflite": "ONNX"}[fmt]
         for case, argv, fragments in [
             ("missing", [f"{{A}}/missing.{fmt}", "--input", "{A}/x.npy"], ["no such file"]),
             ("empty", [f"{{A}}/empty.{fmt}", "--input", "{A}/x.npy"], ["is empty"]),

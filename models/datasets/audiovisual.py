@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
-from .scenes import COLOURS, COLOUR_NAMES, SHAPES, _mask
 from ..spec import Splits
+from . import split_arrays
+from .scenes import COLOUR_NAMES, COLOURS, SHAPES, _mask
 
 SAMPLE_RATE = 4000
 N_SAMPLES = 2000  # 0.5 s

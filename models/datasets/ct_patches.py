@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
 from ..spec import Splits
+from . import split_arrays
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

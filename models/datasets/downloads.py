@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
 from ..errors import UserError
 from ..spec import Splits
+from . import split_arrays
 
 
 def mnist(seed: int = 0, limit: int | None = None) -> Splits:

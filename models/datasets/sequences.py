@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
 from ..spec import Split, Splits
+from . import split_arrays
 
 # --------------------------------------------------------------------------------------------- seasonal series
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
 from ..spec import Splits
+from . import split_arrays
 
 CLASSES = (
     "disc", "square", "triangle", "ring", "cross",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import split_arrays
 from ..spec import Splits
+from . import split_arrays
 
 
 def iris(seed: int = 0) -> Splits:

@@ -1,10 +1,8 @@
 """Procedural tabular datasets (scikit-learn generators, no downloads)."""
 from __future__ import annotations
 
-import numpy as np
-
-from . import split_arrays
 from ..spec import Splits
+from . import split_arrays
 
 
 def imbalanced_transactions(n: int = 50000, seed: int = 0, n_features: int = 30, positive_rate: float = 0.015,

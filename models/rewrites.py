@@ -1,4 +1,6 @@
-"""Graph rewrites some converters need: a fixed batch axis, unrolled recurrent layers."""
+"""Graph rewrites that keep the math and change the form: a fixed batch axis, unrolled recurrent layers.
+
+Shared by export (converters that need them) and compress (QAT of recurrent models for TFLite)."""
 from __future__ import annotations
 
 from models.backend import keras
@@ -24,6 +26,8 @@ def unrolled(model):
 
     TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (LiteRT 2.3) drifts from Keras on trained LSTMs
     (max abs error ~1.0 on lstm_classifier's probabilities); the unrolled graph of plain ops matches to ~1e-7.
+    A QuantizeWrapper also hides an RNN from the converter's fused path, and the rolled loop lowers to
+    TensorList ops TFLite builtins cannot express; unrolled, a QAT model converts to plain int8-able ops.
     """
 
     def clone(layer):
