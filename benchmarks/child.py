@@ -44,7 +44,7 @@ def _inputs(path):
 
 def measure_request(req: dict) -> dict:
     from . import runtimes
-    from .runner import Method, batch_of, harness_overhead, measure
+    from .runner import Method, batch_of, harness_overhead, measure, selfcheck_block
 
     runtime = runtimes.by_name(req["runtime"])
     x = _inputs(req["inputs"])
@@ -59,8 +59,9 @@ def measure_request(req: dict) -> dict:
         stats = measure(call, method)
         row = stats.as_dict()
         row.update(batch=batch, throughput=batch * 1e3 / stats.mean)
-        if req.get("selfcheck") and batch == 1:
-            row["overhead"] = harness_overhead(call, block=max(20, min(200, int(200 / max(stats.mean, 1e-3)))))
+        block = selfcheck_block(stats.mean)
+        if req.get("selfcheck") and batch == 1 and block:
+            row["overhead"] = harness_overhead(call, block=block)
         results.append(row)
     peak = _status_mb("VmHWM")
     return {"init_ms": loaded.init_ms, "provider": loaded.provider, "base_rss_mb": base, "peak_rss_mb": peak,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from models.artifacts import atomic_write_many
 
+from .runner import SELFCHECK_MAX_MS
+
 FP32 = {"keras": "fp32", "litert": "tflite-fp32", "onnxruntime-cpu": "onnx-fp32"}
 
 
@@ -52,7 +54,8 @@ def markdown(rows: list[dict]) -> str:
         import statistics
 
         lines += [f"Harness self-check: timing each call adds a median {statistics.median(overheads):+.1%} "
-                  f"(max {max(overheads):+.1%}, {len(overheads)} checks) over a bare loop of the same calls.", ""]
+                  f"(max {max(overheads):+.1%}, {len(overheads)} checks on batch-1 calls of at most {SELFCHECK_MAX_MS:g} ms) "
+                  "over a bare loop of the same calls.", ""]
     for model in sorted({r["model"] for r in rows}):
         mrows = [r for r in rows if r["model"] == model]
         ref = reference_metric(rows, model)
@@ -61,16 +64,24 @@ def markdown(rows: list[dict]) -> str:
                   f"| variant | runtime | batch | threads | {metric_name} | Δ vs fp32 | size KiB | gzip KiB | init ms "
                   "| p50 ms | p90 ms | p99 ms | runs | items/s | peak RSS MB | status |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        reused = []
         for r in mrows:
             delta = "" if r["metric"] is None or ref is None else f"{r['metric'] - ref:+.4f}"
+            metric = _fmt(r["metric"], ".4f")
+            if r.get("metric_from"):
+                reused.append(f"{r['variant']} on {r['runtime']}: {r['metric_from']}")
+                metric += " †"
             status = "ok" if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
             size = "" if r["size"] is None else f"{r['size'] / 1024:.1f}"
             gz = "" if r["size_gzip"] is None else f"{r['size_gzip'] / 1024:.1f}"
-            lines.append(f"| {r['variant']} | {r['runtime']} | {r['batch']} | {r['threads']} | {_fmt(r['metric'], '.4f')} "
+            lines.append(f"| {r['variant']} | {r['runtime']} | {r['batch']} | {r['threads']} | {metric} "
                          f"| {delta} | {size} | {gz} | {_fmt(r['init_ms'], '.1f')} | {_fmt(r['p50_ms'])} "
                          f"| {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {r['runs'] or ''} | {_fmt(r.get('throughput'), '.0f')} "
                          f"| {_fmt(r.get('peak_rss_mb'), '.0f')} | {status} |")
         lines.append("")
+        if reused:
+            lines += ["† metric reused from another runtime running the same file (--quick), because their outputs "
+                      "agree:", ""] + [f"- {text}" for text in dict.fromkeys(reused)] + [""]
     return "\n".join(lines)
 
 
@@ -92,7 +103,9 @@ def html(rows: list[dict]) -> str:
     for model in sorted({r["model"] for r in rows}):
         mrows = [r for r in rows if r["model"] == model]
         parts.append(f"<h2>{h.escape(model)}</h2>")
-        table_md = [line for line in markdown(mrows).splitlines() if line.startswith("|")]
+        md = markdown(mrows).splitlines()
+        table_md = [line for line in md if line.startswith("|")]
+        notes = [line.lstrip("- ") for line in md[md.index(table_md[-1]) + 1:] if line.strip()]
         parts.append("<table>")
         for i, line in enumerate(table_md):
             if i == 1:
@@ -101,6 +114,8 @@ def html(rows: list[dict]) -> str:
             tag = "th" if i == 0 else "td"
             parts.append("<tr>" + "".join(f"<{tag}>{h.escape(c)}</{tag}>" for c in cells) + "</tr>")
         parts.append("</table>")
+        if notes:
+            parts.append("<p>" + "<br>".join(h.escape(n) for n in notes) + "</p>")
         batch1 = [r for r in mrows if r["batch"] == 1]
         threads = max((r["threads"] for r in batch1), default=1)
         batch1 = [r for r in batch1 if r["threads"] == threads]

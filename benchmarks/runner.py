@@ -95,6 +95,17 @@ def harness_overhead(call, rounds: int = 7, block: int = 200, clock=time.perf_co
     return float(np.median(harness) / np.median(bare) - 1.0)
 
 
+SELFCHECK_MAX_MS = 5.0  # slower calls dwarf a timer read (~0.1 µs); checking them would cost seconds each
+SELFCHECK_BUDGET_MS = 1000.0
+
+
+def selfcheck_block(mean_ms: float, rounds: int = 7) -> int | None:
+    """Calls per block for :func:`harness_overhead` within about a second, or None to skip (slow calls)."""
+    if mean_ms > SELFCHECK_MAX_MS:
+        return None
+    return max(20, min(200, int(SELFCHECK_BUDGET_MS / (2 * rounds * max(mean_ms, 1e-3)))))
+
+
 def batch_of(x, batch: int):
     """The first ``batch`` test inputs, tiled if the split is smaller (prepared outside the timed region)."""
     return take(x, np.arange(batch) % n_samples(x))

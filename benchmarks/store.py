@@ -11,7 +11,7 @@ from models.errors import UserError
 COLUMNS = [
     ("key", "TEXT PRIMARY KEY"), ("model", "TEXT"), ("model_key", "TEXT"), ("variant", "TEXT"), ("runtime", "TEXT"),
     ("provider", "TEXT"), ("batch", "INTEGER"), ("threads", "INTEGER"), ("status", "TEXT"), ("reason", "TEXT"),
-    ("metric_name", "TEXT"), ("higher_is_better", "INTEGER"), ("metric", "REAL"), ("size", "INTEGER"),
+    ("metric_name", "TEXT"), ("higher_is_better", "INTEGER"), ("metric", "REAL"), ("metric_from", "TEXT"), ("size", "INTEGER"),
     ("size_gzip", "INTEGER"), ("init_ms", "REAL"), ("first_ms", "REAL"), ("runs", "INTEGER"), ("min_ms", "REAL"),
     ("mean_ms", "REAL"), ("std_ms", "REAL"), ("p50_ms", "REAL"), ("p90_ms", "REAL"), ("p99_ms", "REAL"),
     ("max_ms", "REAL"), ("throughput", "REAL"), ("peak_rss_mb", "REAL"), ("load_rss_mb", "REAL"),

@@ -43,6 +43,12 @@ class SweepConfig:
     cache: str | None = None
     fresh: bool = False
     tiny: bool = False  # the zoo's tiny configurations (tests)
+    # --quick: a runtime running a file another runtime already scored reuses that metric when their outputs
+    # agree within the model's export tolerance on PARITY_SAMPLES test inputs (checked here, recorded in the row)
+    reuse_metric: bool = False
+
+
+PARITY_SAMPLES = 32
 
 
 def child_command() -> list[str]:
@@ -131,6 +137,7 @@ class Sweep:
     def __init__(self, cfg: SweepConfig, store: Store, on_step=lambda text: None):
         self.cfg, self.store, self.on_step = cfg, store, on_step
         self._trained = {}
+        self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
         self.workers = Workers()
 
     def plan(self) -> list[tuple]:
@@ -189,6 +196,28 @@ class Sweep:
         row.update(values)
         return row
 
+    def _score(self, trained, runtime, path, splits) -> tuple[float, str | None]:
+        """The task metric of ``path`` on ``runtime`` over the whole test split, and where it came from
+        (None: computed on this runtime; else the runtime it was reused from and the parity that allowed it)."""
+        from export.validate import as_list, parity
+
+        spec = trained.spec
+        predict = runtime.load(path, None).predict
+        sample = splits.test.head(PARITY_SAMPLES).x
+        outputs = predict(sample)
+        earlier = self._scored.get(str(path))
+        if self.cfg.reuse_metric and earlier is not None:
+            source, metric, reference = earlier
+            n_out = len(as_list(reference))
+            checks = parity(reference, outputs, [str(i) for i in range(n_out)])
+            worst = max((c.max_abs for c in checks), default=float("inf"))
+            if len(as_list(outputs)) == n_out and np.isfinite(worst) and worst <= spec.export_atol:
+                return metric, (f"{source}: outputs agree on {PARITY_SAMPLES} test inputs "
+                                f"(max |Δ| {worst:.1e} ≤ {spec.export_atol:.0e})")
+        metric = spec.score(predict, splits.test, trained.config)
+        self._scored.setdefault(str(path), (runtime.name, metric, outputs))
+        return metric, None
+
     def _measure(self, trained, variant, runtime, todo) -> list[dict]:
         def all_rows(**values):
             return [self._row(trained, variant, runtime, b, t, **values) for b, t in todo]
@@ -215,7 +244,7 @@ class Sweep:
             if not probed.ok:
                 return all_rows(status="failed", reason=f"{runtime.name}: {probed.error}", size=raw, size_gzip=gz)
         try:
-            metric = trained.spec.score(runtime.load(path, None).predict, splits.test, trained.config)
+            metric, metric_from = self._score(trained, runtime, path, splits)
         except Exception as e:  # the runtime cannot run this artifact: a recorded failure, the sweep goes on
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return all_rows(status="failed", reason=f"{runtime.name}: {first[:300]}", size=raw, size_gzip=gz)
@@ -231,13 +260,14 @@ class Sweep:
                                     "selfcheck": runtime.name in ("onnxruntime-cpu", "litert")})
                 if "error" in result:
                     rows += [self._row(trained, variant, runtime, b, threads, status="failed",
-                                       reason=result["error"], metric=metric, size=raw, size_gzip=gz)
+                                       reason=result["error"], metric=metric, metric_from=metric_from,
+                                       size=raw, size_gzip=gz)
                              for b in batches]
                     continue
                 for r in result["results"]:
                     rows.append(self._row(
                         trained, variant, runtime, r["batch"], threads, status="ok", reason=None,
-                        provider=result["provider"], metric=metric, size=raw, size_gzip=gz,
+                        provider=result["provider"], metric=metric, metric_from=metric_from, size=raw, size_gzip=gz,
                         init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"], min_ms=r["min"],
                         mean_ms=r["mean"], std_ms=r["std"], p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"],
                         max_ms=r["max"], throughput=r["throughput"], peak_rss_mb=result["peak_rss_mb"],

@@ -107,6 +107,75 @@ def test_sweep_measures_in_workers_and_resumes(tmp_path):
     assert len(store.rows()) == 4
 
 
+def test_selfcheck_is_sized_to_a_budget_and_skipped_on_slow_calls():
+    from benchmarks.runner import SELFCHECK_MAX_MS, selfcheck_block
+
+    assert selfcheck_block(0.001) == 200 and selfcheck_block(1.0) == 71
+    assert selfcheck_block(SELFCHECK_MAX_MS) == 20 and selfcheck_block(SELFCHECK_MAX_MS * 1.01) is None
+
+
+class _FakeRuntime:
+    """A runtime whose outputs are the inputs' row sums plus ``shift``; counts full-split scorings."""
+
+    def __init__(self, name, shift=0.0):
+        self.name, self.shift = name, shift
+
+    def load(self, path, threads):
+        import types
+
+        return types.SimpleNamespace(predict=lambda x: x.sum(axis=1, keepdims=True) + self.shift)
+
+
+def _fake_trained():
+    import types
+
+    import numpy as np
+
+    from models.spec import Split, Splits
+
+    x = np.arange(200, dtype=np.float32).reshape(100, 2)
+    calls = []
+
+    def score(predict, split, config):
+        calls.append(len(split.x))
+        return float(np.mean(predict(split.x)))
+
+    spec = types.SimpleNamespace(export_atol=1e-4, score=score)
+    return types.SimpleNamespace(spec=spec, config={}), Splits(Split(x, x), Split(x, x), Split(x, x)), calls
+
+
+@pytest.mark.parametrize("shift, reused", [(0.0, True), (1e-6, True), (0.5, False)])
+def test_quick_reuses_a_metric_only_when_outputs_agree(tmp_path, shift, reused):
+    trained, splits, calls = _fake_trained()
+    sweep = Sweep(_tiny_cfg(tmp_path, reuse_metric=True), Store(tmp_path / "r.db"))
+    first, source = sweep._score(trained, _FakeRuntime("litert"), tmp_path / "m.tflite", splits)
+    assert source is None and calls == [100]
+    second, source = sweep._score(trained, _FakeRuntime("litert-noxnnpack", shift), tmp_path / "m.tflite", splits)
+    if reused:
+        assert second == first and calls == [100]
+        assert source.startswith("litert: outputs agree on 32 test inputs (max |Δ|") and "≤ 1e-04" in source
+    else:  # outputs drift beyond the model's tolerance: scored on its own
+        assert source is None and calls == [100, 100] and second == pytest.approx(first + 0.5)
+
+
+def test_full_sweep_never_reuses_a_metric(tmp_path):
+    trained, splits, calls = _fake_trained()
+    sweep = Sweep(_tiny_cfg(tmp_path), Store(tmp_path / "r.db"))
+    for name in ("litert", "litert-noxnnpack"):
+        assert sweep._score(trained, _FakeRuntime(name), tmp_path / "m.tflite", splits)[1] is None
+    assert calls == [100, 100]
+
+
+def test_report_marks_a_reused_metric(tmp_path):
+    rows = [_row(key="a", variant="tflite-fp32", runtime="litert"),
+            _row(key="b", variant="tflite-fp32", runtime="litert-noxnnpack",
+                 metric_from="litert: outputs agree on 32 test inputs (max |Δ| 0.0e+00 ≤ 1e-04)")]
+    md, page = (p.read_text() for p in report.write(rows, tmp_path)[:2])
+    assert "| tflite-fp32 | litert-noxnnpack | 1 | 2 | 0.9000 † |" in md
+    assert "- tflite-fp32 on litert-noxnnpack: litert: outputs agree on 32 test inputs" in md
+    assert "tflite-fp32 on litert-noxnnpack: litert: outputs agree" in page
+
+
 def test_unavailable_gpu_runtime_is_a_row_with_a_reason(tmp_path):
     store = Store(tmp_path / "results.db")
     Sweep(_tiny_cfg(tmp_path, variants=["onnx-fp32"], runtimes=["onnxruntime-cuda"], batches=[1]), store).run()
