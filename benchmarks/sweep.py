@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
+import itertools
 import json
 import os
 import signal
@@ -25,6 +27,7 @@ from models.errors import UserError
 from models.training import train
 
 from . import host, runtimes, variants
+from .build import Built, build_all
 from .runner import Method, batch_of
 from .store import Store
 
@@ -172,19 +175,55 @@ class Sweep:
         finally:
             self.workers.close()
 
+    def _release(self) -> None:
+        """Done with a model: free its data, cached outputs and TensorFlow state before the next one."""
+        from models.backend import keras
+        from models.training import forget_splits
+
+        self._trained.clear()
+        self._scored.clear()
+        forget_splits()
+        keras.backend.clear_session()
+        gc.collect()
+
     def _run(self, advance) -> int:
         done = 0
-        for model_name, variant, runtime in self.plan():
+        for model_name, items in itertools.groupby(self.plan(), key=lambda item: item[0]):
             trained = self.trained(model_name)
-            todo = [(b, t) for t in self.cfg.threads for b in self.cfg.batches
-                    if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
-            if todo:
-                self.on_step(f"{model_name} / {variant.name} / {runtime.name}")
-                for row in self._measure(trained, variant, runtime, todo):
-                    self.store.put(row)
-                    done += 1
-            advance()
+            pending = []
+            for _, variant, runtime in items:
+                todo = [(b, t) for t in self.cfg.threads for b in self.cfg.batches
+                        if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
+                pending.append((variant, runtime, todo))
+            built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
+            for variant, runtime, todo in pending:
+                if todo:
+                    self.on_step(f"{model_name} / {variant.name} / {runtime.name}")
+                    for row in self._measure(trained, variant, runtime, todo, built.get(variant.name)):
+                        self.store.put(row)
+                        done += 1
+                advance()
+            self._release()
         return done
+
+    def _build(self, trained, wanted) -> dict[str, Built]:
+        """Each wanted variant's artifact: cached, or built now in a child process (see benchmarks.build)."""
+        work = cache_dir(self.cfg.cache) / "variants" / trained.path.stem
+        result, missing = {}, []
+        for variant in dict.fromkeys(wanted):
+            path = variants.artifact_path(variant, trained, work)
+            if path.exists():
+                result[variant.name] = Built(path)
+            else:
+                missing.append(variant.name)
+        if missing:
+            result.update(build_all({"model": trained.spec.name, "tiny": self.cfg.tiny, "seed": trained.seed,
+                                     "cache": None if self.cfg.cache is None else str(self.cfg.cache),
+                                     "variants": missing}, on_step=self.on_step))
+        for built in result.values():
+            if built.fatal:  # e.g. the cache cannot be written (disk full): stop the sweep with that line
+                raise UserError(built.error)
+        return result
 
     def _row(self, trained, variant, runtime, batch, threads, **values) -> dict:
         spec = trained.spec
@@ -218,23 +257,16 @@ class Sweep:
         self._scored.setdefault(str(path), (runtime.name, metric, outputs))
         return metric, None
 
-    def _measure(self, trained, variant, runtime, todo) -> list[dict]:
+    def _measure(self, trained, variant, runtime, todo, built: Built | None) -> list[dict]:
         def all_rows(**values):
             return [self._row(trained, variant, runtime, b, t, **values) for b, t in todo]
 
         reason = runtime.unavailable()
         if reason:
             return all_rows(status="unavailable", reason=reason)
-        work = cache_dir(self.cfg.cache) / "variants" / trained.path.stem
-        try:
-            path = variants.build(variant, trained, work)
-        except variants.VariantUnavailable as e:
-            return all_rows(status="failed", reason=str(e))
-        except UserError:  # e.g. the cache cannot be written (disk full): stop the sweep with that line
-            raise
-        except Exception as e:  # a step of the chain that breaks (e.g. pruning): one failed variant, not the sweep
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return all_rows(status="failed", reason=f"building {variant.name}: {type(e).__name__}: {first[:300]}")
+        if built is None or built.path is None:
+            return all_rows(status="failed", reason=built.error if built else f"{variant.name} was not built")
+        path = built.path
         raw, gz = sizes(path)
         splits = trained.splits()
         if variant.format in ("onnx", "tflite"):  # a file that crashes the runtime must not take the sweep down

@@ -51,8 +51,15 @@ def by_name(name: str) -> Variant:
     raise UserError(f"unknown variant {name!r}; valid: {', '.join(v.name for v in VARIANTS)}")
 
 
+def artifact_path(variant: Variant, trained: TrainedModel, work: Path) -> Path:
+    """Where ``variant``'s artifact is (or will be) kept."""
+    if variant.format == "keras":
+        return trained.path if variant.source == "fp32" else work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
+    return work / f"{variant.name}.{variant.format}"
+
+
 def _pruned(trained: TrainedModel, work: Path) -> Path:
-    path = work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
+    path = artifact_path(by_name("pruned"), trained, work)
     if path.exists():
         return path
     from compress.finetune import for_spec
@@ -74,7 +81,7 @@ def build(variant: Variant, trained: TrainedModel, work: Path) -> Path:
     source = trained.path if variant.source == "fp32" else _pruned(trained, work)
     if variant.format == "keras":
         return source
-    path = work / f"{variant.name}.{variant.format}"
+    path = artifact_path(variant, trained, work)
     if path.exists():
         return path
     from compress.ptq import QuantRecipe

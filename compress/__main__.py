@@ -70,6 +70,7 @@ def _cluster(args):
 
 def _qat(args):
     from models.loading import Subject
+    from models.rewrites import has_rnn, unrolled
 
     from . import qat as qat_mod
 
@@ -81,8 +82,8 @@ def _qat(args):
         plan = common.finetune_plan(args, subject)
     before = common.metric_of(subject, subject.model)
     source = subject.model
-    if out_path.suffix == ".tflite" and qat_mod.has_rnn(source):
-        source = qat_mod.unroll_rnns(source)  # TFLite needs plain ops for a wrapped RNN (same math in Keras)
+    if out_path.suffix == ".tflite" and has_rnn(source):
+        source = unrolled(source)  # TFLite needs plain ops for a wrapped RNN (same math in Keras)
         out.print("recurrent layers unrolled over their static time axis for TFLite (same results in Keras)")
     with out.status(f"quantization-aware training ({args.scheme}; {plan.describe()})..."):
         if args.scheme == "pqat":

@@ -198,7 +198,7 @@ def _run(args):
         model = runtime.load(path, providers=providers)
     except runtime.RuntimeModelError as e:
         raise UserError(str(e)) from None
-    from .probe import describe_inputs
+    from .probe_child import describe_inputs
 
     feed = _match_inputs(arrays, describe_inputs(model))
     for name, arr in feed.items():

@@ -94,7 +94,7 @@ def _convert_tflite(subject, recipe, calibration, batch, allow_flex) -> Converte
     converted = _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex)
     if has_rnn(subject.model):
         converted.notes.insert(0, "recurrent layers unrolled over their static time axis: TFLite's fused "
-                                  "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see export/batching.py)")
+                                  "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see models/rewrites.py)")
     return converted
 
 

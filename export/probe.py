@@ -2,7 +2,7 @@
 
 ONNX Runtime and LiteRT parse model files in C++; a corrupt or hostile ``.onnx``/``.tflite`` can make
 them abort or segfault, which would kill the command (or the app) with no message. ``probe(paths)``
-loads every file with :mod:`export.runtime` in ONE child process (``python -m export.probe``) and runs
+loads every file with :mod:`export.runtime` in ONE child process (:mod:`export.probe_child`) and runs
 one inference on zeros of the declared input shapes. A child that dies is restarted for the remaining
 files and the file it died on is reported as "the <runtime> runtime crashed loading <file> (signal N)";
 a child that hangs is killed after ``timeout`` seconds.
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "CT-PROBE "
@@ -105,164 +105,12 @@ def precheck(path: str | os.PathLike) -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------- the child
-
-
-_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-           "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-           "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "str"}
-
-
-def describe_inputs(model) -> list[dict]:
-    """The inputs of an :mod:`export.runtime` model: name, shape (None for a dimension of any size), dtype.
-
-    ``batch_flexible``: the leading dimension may differ from the declared one (the runtime resizes the
-    graph or runs it chunk by chunk), as it does for every TFLite model.
-    """
-    import numpy as np
-
-    specs = []
-    if hasattr(model, "session"):  # OnnxModel
-        for arg in model.session.get_inputs():
-            shape = [d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or [])]
-            specs.append({"name": arg.name, "shape": shape, "dtype": _DTYPES.get(arg.type, arg.type),
-                          "batch_flexible": bool(shape) and shape[0] is None})
-        return specs
-    for name in model.input_names:  # TFLiteModel
-        d = model._in[name]
-        sig = d.get("shape_signature")
-        dims = [int(v) for v in (sig if sig is not None and len(sig) == len(d["shape"]) else d["shape"])]
-        shape = [v if v >= 0 else None for v in dims]
-        specs.append({"name": name, "shape": shape, "dtype": np.dtype(d["dtype"]).name, "batch_flexible": True})
-    return specs
-
-
-def _zeros(spec: dict):
-    import numpy as np
-
-    shape = tuple(1 if d is None else int(d) for d in spec["shape"])
-    if spec["dtype"] == "str":
-        return np.full(shape, "", dtype=object)
-    return np.zeros(shape, dtype=np.dtype(spec["dtype"]))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
-def probe_in_process(path: str, providers=None) -> ProbeResult:
-    """Load ``path`` and run it once on zeros, here. Use :func:`probe` unless you are the child."""
-    import numpy as np
-
-    from . import runtime
-
-    name = runtime_name(path)
-    result = ProbeResult(str(path), False, runtime=name)
-    problem = precheck(path)
-    if problem:
-        result.error = problem
-        return result
-    try:
-        kwargs = {"threads": 1}
-        if providers and Path(path).suffix.lower() == ".onnx":
-            kwargs["providers"] = list(providers)
-        model = runtime.load(path, **kwargs)
-        result.inputs = describe_inputs(model)
-        elements = sum(int(np.prod([1 if d is None else d for d in s["shape"]], dtype=np.float64))
-                       for s in result.inputs)
-        if elements > MAX_PROBE_ELEMENTS:
-            result.notes.append(f"inputs of {elements:.3g} elements: loaded but not run on zeros")
-        else:
-            feed = {s["name"]: _zeros(s) for s in result.inputs}
-            out = model.predict(feed if len(feed) != 1 else next(iter(feed.values())))
-            out = out if isinstance(out, list) else [out]
-            result.outputs = [{"name": n, "shape": list(np.shape(v)), "dtype": np.asarray(v).dtype.name}
-                              for n, v in zip(model.output_names, out)]
-        result.ok = True
-    except runtime.RuntimeModelError as e:
-        result.error = _first_line(e)
-    except MemoryError:
-        result.error = f"{name} ran out of memory loading {path}"
-    except RecursionError:
-        result.error = f"{name} cannot load {path}: nested too deeply"
-    except Exception as e:  # anything else the runtime or a malformed file throws: still one line
-        result.error = f"{name} cannot load {path}: {type(e).__name__}: {_first_line(e)}"
-    if result.error and str(path) not in result.error:  # e.g. "LiteRT failed: ..." from the run on zeros
-        result.error = f"{path}: {result.error}"
-    return result
-
-
-def _limit_memory(path: str) -> None:
-    """Cap the child's address space so a hostile file fails its allocation instead of exhausting the host.
-
-    Skipped where GPU libraries are loaded (they reserve large virtual ranges).
-    """
-    try:
-        import resource
-    except ImportError:
-        return
-    if os.environ.get("CT_PROBE_NO_MEMORY_LIMIT"):
-        return
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = 0
-    limit = max(4 << 30, 8 * size + (2 << 30))
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY or soft > limit:
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-        except (ValueError, OSError):
-            pass
-
-
-def _gpu_providers_present() -> bool:
-    try:
-        import onnxruntime as ort
-
-        return any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
-    except Exception:
-        return False
-
-
-def child_main(argv: list[str]) -> int:
-    """``python -m export.probe [PATH...]``: probe the arguments, else one JSON request (or path) per stdin line."""
-    channel = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # native code printing to fd 1 must not mix with the results
-    sys.stdout = sys.stderr
-    limited = False
-
-    def answer(request):
-        nonlocal limited
-        if not limited and not _gpu_providers_present():
-            _limit_memory(request["path"])
-            limited = True
-        result = probe_in_process(request["path"], request.get("providers"))
-        channel.write(PREFIX + json.dumps(asdict(result)) + "\n")
-        channel.flush()
-
-    if argv:
-        for path in argv:
-            answer({"path": path})
-        return 0
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        answer(json.loads(line) if line.startswith("{") else {"path": line})
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------- the parent
-
-
 def child_command() -> list[str]:
-    return [sys.executable, "-m", "export.probe"]
+    return [sys.executable, "-m", "export.probe_child"]
 
 
 class _Child:
-    """One ``python -m export.probe`` process; ``ask`` returns a result dict, or raises _Died / _Hung."""
+    """One ``python -m export.probe_child`` process; ``ask`` returns a result dict, or raises _Died / _Hung."""
 
     def __init__(self):
         self.stderr = tempfile.TemporaryFile()
@@ -422,11 +270,3 @@ def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bo
         if child is not None:
             child.close()
     return results
-
-
-def main(argv=None) -> int:
-    return child_main(sys.argv[1:] if argv is None else argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,6 +23,11 @@ def get_splits(spec: ModelSpec, config: dict, seed: int = 0) -> Splits:
     return _SPLITS[key]
 
 
+def forget_splits() -> None:
+    """Drop the memoised datasets (a sweep over the zoo would otherwise hold all of them at once)."""
+    _SPLITS.clear()
+
+
 def keras_predict(model, batch_size: int = 256) -> Predict:
     """A Predict over a Keras model: numpy in, numpy (or list of numpy for multi-output) out."""
 

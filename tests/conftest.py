@@ -72,3 +72,11 @@ def cli(capsys, monkeypatch):
         return CliResult(code, out, err)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """A directory of valid, broken, hostile and mislabelled model files (see tests/hostile.py)."""
+    from hostile import build_assets
+
+    return build_assets(tmp_path_factory.mktemp("assets"))

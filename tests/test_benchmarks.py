@@ -194,6 +194,49 @@ def test_crashing_runtime_is_a_failed_row_not_a_dead_sweep(tmp_path, monkeypatch
     assert row["metric"] is not None  # the metric was computed before the worker died
 
 
+_FAKE_BUILDER = """
+import json, os, sys, time
+request = json.loads(sys.stdin.readline())
+for name in request["variants"]:
+    print("CT-BUILDING " + name, flush=True)
+    if name == "tflite-int8":
+        os.abort()
+    if name == "onnx-int8":
+        time.sleep(60)
+    answer = {"variant": name, "path": "/built/" + name}
+    if name == "onnx-float16":
+        answer = {"variant": name, "error": "no space left on /cache", "fatal": True}
+    print("CT-BUILT " + json.dumps(answer), flush=True)
+"""
+
+
+@pytest.fixture
+def fake_builder(monkeypatch):
+    from benchmarks import build
+
+    monkeypatch.setattr(build, "child_command", lambda: [sys.executable, "-c", _FAKE_BUILDER])
+    return build
+
+
+def test_a_build_that_crashes_or_hangs_costs_one_variant(fake_builder):
+    from pathlib import Path
+
+    got = fake_builder.build_all({"model": "mlp", "variants": ["tflite-fp32", "tflite-int8", "onnx-int8",
+                                                               "onnx-fp32"]}, timeout=3)
+    assert got["tflite-fp32"].path == Path("/built/tflite-fp32") and got["onnx-fp32"].path == Path("/built/onnx-fp32")
+    assert got["tflite-int8"].error == "building tflite-int8: the build process crashed (signal 6)"
+    assert got["onnx-int8"].error == "building onnx-int8: timed out after 3 s"
+
+
+def test_a_fatal_build_error_stops_the_sweep_with_its_line(fake_builder, tmp_path):
+    from models.errors import UserError
+
+    cfg = _tiny_cfg(tmp_path, variants=["onnx-float16"], runtimes=["onnxruntime-cpu"], batches=[1],
+                    cache=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="no space left on /cache"):
+        Sweep(cfg, Store(tmp_path / "results.db")).run()
+
+
 def test_compare_flags_regressions_beyond_noise():
     from benchmarks.compare import compare
 

@@ -1,14 +1,7 @@
 """Every command line (in-process through the real error wrapper; a few in a real subprocess), including the bad-input contract: one line, non-zero exit, no traceback, no file left."""
 import numpy as np
 import pytest
-
-
-def assert_one_line_error(res, *fragments, code=2):
-    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
-    err = res.stderr.strip()
-    assert "Traceback" not in res.stderr and "\n" not in err, err
-    for f in fragments:
-        assert f in err, err
+from hostile import assert_one_line_error
 
 
 def test_prune_cli_reports_sparsity_and_metric(cli, tmp_path):
