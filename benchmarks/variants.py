@@ -75,6 +75,21 @@ def _pruned(trained: TrainedModel, work: Path) -> Path:
     return path
 
 
+_SOURCES: dict[tuple, object] = {}
+
+
+def _source_model(path: Path):
+    """One loaded model per source file: the exports of a model then share its ONNX graph (export.onnx)."""
+    from models.loading import load_keras
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SOURCES:
+        _SOURCES.clear()  # a builder works through one model's sources at a time
+        _SOURCES[key] = load_keras(path)
+    return _SOURCES[key]
+
+
 def build(variant: Variant, trained: TrainedModel, work: Path) -> Path:
     """The artifact for ``variant`` (cached under ``work``); raises VariantUnavailable with the reason."""
     work.mkdir(parents=True, exist_ok=True)
@@ -86,9 +101,8 @@ def build(variant: Variant, trained: TrainedModel, work: Path) -> Path:
         return path
     from compress.ptq import QuantRecipe
     from export.exporter import export
-    from models.loading import load_keras
 
-    subject = Subject(trained.spec.name, load_keras(source), source, trained.spec, trained.config,
+    subject = Subject(trained.spec.name, _source_model(source), source, trained.spec, trained.config,
                       trained.splits(), trained.seed)
     try:
         result = export(subject, QuantRecipe(variant.format, variant.mode), path, chain=variant.chain()[:-1])

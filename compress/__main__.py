@@ -20,15 +20,10 @@ def _prune(args):
     tag = f"{m_by_n[0]}x{m_by_n[1]}" if m_by_n else f"{int(args.sparsity * 100)}"
     out_path = Path(args.output or f"{Path(args.model).stem}-pruned{tag}.keras")
     out = console()
-    with out.status(f"preparing {args.model}..."):
-        subject = common.load_subject(args)
-        plan = common.finetune_plan(args, subject)
-    before = common.metric_of(subject, subject.model)
     what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
-    with out.status(f"pruning to {what} ({plan.describe()})..."):
-        pruned, outcome = prune(subject.model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n)
-    if not outcome.ran:
-        raise UserError(outcome.reason())
+    subject, plan, before, pruned, outcome = common.apply_technique(
+        args, out, f"pruning to {what}",
+        lambda model, plan: prune(model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n))
     table = Table(title=f"{subject.name}: sparsity per layer")
     for col in ("layer", "weights", "zeros", "sparsity"):
         table.add_column(col)
@@ -52,15 +47,10 @@ def _cluster(args):
 
     out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
     out = console()
-    with out.status(f"preparing {args.model}..."):
-        subject = common.load_subject(args)
-        plan = common.finetune_plan(args, subject)
-    before = common.metric_of(subject, subject.model)
-    with out.status(f"clustering into {args.clusters} centroids ({plan.describe()})..."):
-        clustered, outcome = cluster(subject.model, plan, clusters=args.clusters, init=args.init,
-                                     preserve_sparsity=args.preserve_sparsity)
-    if not outcome.ran:
-        raise UserError(outcome.reason())
+    subject, plan, before, clustered, outcome = common.apply_technique(
+        args, out, f"clustering into {args.clusters} centroids",
+        lambda model, plan: cluster(model, plan, clusters=args.clusters, init=args.init,
+                                    preserve_sparsity=args.preserve_sparsity))
     common.print_outcome(out, outcome, plan)
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -134,14 +124,9 @@ def _channel_prune(args):
 
     out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
     out = console()
-    with out.status(f"preparing {args.model}..."):
-        subject = common.load_subject(args)
-        plan = common.finetune_plan(args, subject)
-    before = common.metric_of(subject, subject.model)
-    with out.status(f"removing {args.ratio:.0%} of the channels ({plan.describe()})..."):
-        smaller, outcome = channel_prune(subject.model, plan, ratio=args.ratio, criterion=args.criterion)
-    if not outcome.ran:
-        raise UserError(outcome.reason())
+    subject, plan, before, smaller, outcome = common.apply_technique(
+        args, out, f"removing {args.ratio:.0%} of the channels",
+        lambda model, plan: channel_prune(model, plan, ratio=args.ratio, criterion=args.criterion))
     common.print_outcome(out, outcome, plan)
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")

@@ -113,6 +113,22 @@ def metric_of(subject, model):
     return subject.spec.score(keras_predict(model), subject.splits.test, subject.config)
 
 
+def apply_technique(args, out, doing: str, technique):
+    """Load MODEL and its fine-tuning plan, score it, then ``technique(model, plan)``; one line if it cannot run.
+
+    Returns (subject, plan, metric before, new model, outcome).
+    """
+    with out.status(f"preparing {args.model}..."):
+        subject = load_subject(args)
+        plan = finetune_plan(args, subject)
+    before = metric_of(subject, subject.model)
+    with out.status(f"{doing} ({plan.describe()})..."):
+        model, outcome = technique(subject.model, plan)
+    if not outcome.ran:
+        raise UserError(outcome.reason())
+    return subject, plan, before, model, outcome
+
+
 def print_outcome(out, outcome, plan) -> None:
     out.print(outcome.summary())
     out.print(f"fine-tuning: {plan.describe()}")

@@ -2,8 +2,12 @@
 inference run on every file produced."""
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import weakref
 from pathlib import Path
+
+import numpy as np
 
 from compress.ptq import QuantRecipe, quantize_onnx
 from models.backend import quiet_stderr, tf
@@ -30,20 +34,42 @@ def check(data: bytes) -> bytes:
     return proto.SerializeToString()
 
 
+_FP32: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(opset, batch, weights): fp32 bytes}
+
+
+def _weights_digest(model) -> str:
+    """Weights can change in place (set_weights, training): the cache must not outlive them."""
+    h = hashlib.blake2b(digest_size=16)
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def fp32_graph(model, opset: int = DEFAULT_OPSET, batch: int | None = None) -> bytes:
+    """The checked fp32 ONNX graph of ``model``, converted once per model object: the float16 and int8 files
+    of a model start from the same graph, and tf2onnx is the slow step (5-50 s per conversion)."""
+    import tf2onnx
+
+    cached = _FP32.setdefault(model, {})
+    key = (opset, batch, _weights_digest(model))
+    if key not in cached:
+        signature = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
+                     for t, name in zip(model.inputs, input_names(model))]
+        try:
+            with quiet_stderr():
+                proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+        except Exception as e:
+            raise UserError(f"tf2onnx conversion failed: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
+        cached.clear()  # only the latest weights' graph is worth keeping
+        cached[key] = check(proto.SerializeToString())
+    return cached[key]
+
+
 def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None = None,
             opset: int = DEFAULT_OPSET, batch: int | None = None) -> bytes:
     """fp32 ONNX via tf2onnx, then float16 or ONNX Runtime quantization when the recipe asks for it."""
-    import tf2onnx
-
     recipe = recipe or QuantRecipe("onnx", "fp32")
-    signature = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
-                 for t, name in zip(model.inputs, input_names(model))]
-    try:
-        with quiet_stderr():
-            proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    except Exception as e:
-        raise UserError(f"tf2onnx conversion failed: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
-    data = check(proto.SerializeToString())
+    data = fp32_graph(model, opset, batch)
     if recipe.mode == "fp32":
         return data
     if recipe.mode == "float16":

@@ -171,3 +171,19 @@ def test_lambda_layers_need_unsafe(tmp_path):
     with pytest.raises(UserError, match="Lambda layer.*--unsafe"):
         load_keras(tmp_path / "lam.keras")
     assert load_keras(tmp_path / "lam.keras", unsafe=True).predict(np.ones((1, 3)), verbose=0)[0, 0] == 2.0
+
+
+def test_onnx_modes_of_one_model_share_its_fp32_graph_until_weights_change(monkeypatch):
+    import tf2onnx
+
+    from export import onnx as onnx_export
+
+    calls = []
+    real = tf2onnx.convert.from_keras
+    monkeypatch.setattr(tf2onnx.convert, "from_keras", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = tiny_trained("mlp").load()
+    fp32 = onnx_export.convert(model, QuantRecipe("onnx", "fp32"))
+    half = onnx_export.convert(model, QuantRecipe("onnx", "float16"))
+    assert len(calls) == 1 and half != fp32
+    model.set_weights([w * 0.5 for w in model.get_weights()])  # changed in place: converted again
+    assert onnx_export.convert(model, QuantRecipe("onnx", "fp32")) != fp32 and len(calls) == 2
