@@ -61,7 +61,7 @@ def measure_request(req: dict) -> dict:
         row.update(batch=batch, throughput=batch * 1e3 / stats.mean)
         block = selfcheck_block(stats.mean)
         if req.get("selfcheck") and batch == 1 and block:
-            row["overhead"] = harness_overhead(call, block=block)
+            row["overhead"] = harness_overhead(call, block=block, group=stats.calls_per_sample)
         results.append(row)
     peak = _status_mb("VmHWM")
     return {"init_ms": loaded.init_ms, "provider": loaded.provider, "base_rss_mb": base, "peak_rss_mb": peak,

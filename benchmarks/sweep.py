@@ -300,7 +300,8 @@ class Sweep:
                     rows.append(self._row(
                         trained, variant, runtime, r["batch"], threads, status="ok", reason=None,
                         provider=result["provider"], metric=metric, metric_from=metric_from, size=raw, size_gzip=gz,
-                        init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"], min_ms=r["min"],
+                        init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"],
+                        calls_per_sample=r["calls_per_sample"], min_ms=r["min"],
                         mean_ms=r["mean"], std_ms=r["std"], p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"],
                         max_ms=r["max"], throughput=r["throughput"], peak_rss_mb=result["peak_rss_mb"],
                         load_rss_mb=result["peak_rss_mb"] - result["base_rss_mb"], overhead=r.get("overhead")))

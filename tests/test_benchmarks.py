@@ -44,6 +44,19 @@ def test_measure_runs_until_time_and_count_are_both_reached():
     assert s.runs == 7 and s.p90 == pytest.approx(50.0)
 
 
+def test_calls_shorter_than_the_clock_can_resolve_are_timed_in_groups():
+    from benchmarks.runner import harness_overhead
+
+    clock = FakeClock([1e-6])  # 1 µs calls: a sample is the mean of 50 back-to-back calls
+    s = measure(clock.call, Method(warmup_s=0, warmup_runs=10, min_s=0, min_runs=30, max_s=10), clock=clock)
+    assert s.calls_per_sample == 50 and s.runs == 30 and s.p50 == pytest.approx(0.001)
+    assert clock.now == pytest.approx(1e-6 * (1 + 10 + 50 * 30))  # first call, warm-up, 30 groups of 50
+    assert harness_overhead(clock.call, rounds=3, block=100, group=50, clock=clock) == pytest.approx(0.0)
+
+    clock = FakeClock([0.001])  # 1 ms calls: one call per sample
+    assert measure(clock.call, Method(warmup_s=0, warmup_runs=3, min_s=0, min_runs=5), clock=clock).calls_per_sample == 1
+
+
 def test_measure_percentiles_from_mixed_timings():
     clock = FakeClock([0.001] * 9 + [0.010])  # one slow call in ten
     s = measure(clock.call, Method(warmup_s=0, warmup_runs=0, min_s=0, min_runs=1000, max_s=100), clock=clock)
@@ -110,7 +123,7 @@ def test_sweep_measures_in_workers_and_resumes(tmp_path):
 def test_selfcheck_is_sized_to_a_budget_and_skipped_on_slow_calls():
     from benchmarks.runner import SELFCHECK_MAX_MS, selfcheck_block
 
-    assert selfcheck_block(0.001) == 200 and selfcheck_block(1.0) == 71
+    assert selfcheck_block(0.001) == 71428 and selfcheck_block(1.0) == 71
     assert selfcheck_block(SELFCHECK_MAX_MS) == 20 and selfcheck_block(SELFCHECK_MAX_MS * 1.01) is None
 
 
