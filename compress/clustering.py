@@ -26,12 +26,10 @@ INITS = {"linear": CentroidInit.LINEAR, "kmeans++": CentroidInit.KMEANS_PLUS_PLU
 
 def cluster_support(layer, clusters: int) -> str | None:
     """None if tfmot can cluster this layer's kernels into ``clusters`` values, else the reason."""
-    if not layer.trainable_weights:
-        return "no trainable weights"
+    reason = custom.no_weights_reason(layer)
+    if reason:
+        return reason
     name = type(layer).__name__
-    cfg = custom.config_for(layer)
-    if cfg is not None and not cfg.kernels and cfg.no_kernels_reason:
-        return cfg.no_kernels_reason
     if not isinstance(layer, ClusterableLayer) and not ClusteringRegistry.supports(layer):
         if custom.is_custom(layer):
             return (f"custom layer {name} has no clustering config (make it a ClusterableLayer or register it with "

@@ -86,6 +86,17 @@ def config_for(layer) -> LayerConfig | None:
     return _CONFIGS.get(type(layer))
 
 
+def no_weights_reason(layer) -> str | None:
+    """Why no weight technique applies to ``layer`` at all (nothing trainable, or a custom layer whose weights
+    are not kernels), else None."""
+    if not layer.trainable_weights:
+        return "no trainable weights"
+    cfg = config_for(layer)
+    if cfg is not None and not cfg.kernels and cfg.no_kernels_reason:
+        return cfg.no_kernels_reason
+    return None
+
+
 def register(cls: type, config: LayerConfig) -> None:
     """Give a user's custom layer class a compression config (kernels are also registered with tfmot)."""
     _CONFIGS[cls] = config

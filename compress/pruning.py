@@ -38,12 +38,10 @@ class LayerSparsity:
 
 def prune_support(layer, m_by_n: tuple[int, int] | None = None) -> str | None:
     """None if this layer can be pruned (with ``m_by_n``: in that pattern), else the reason it cannot."""
-    if not layer.trainable_weights:
-        return "no trainable weights"
+    reason = custom.no_weights_reason(layer)
+    if reason:
+        return reason
     name = type(layer).__name__
-    cfg = custom.config_for(layer)
-    if cfg is not None and not cfg.kernels and cfg.no_kernels_reason:
-        return cfg.no_kernels_reason
     if not (isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or hasattr(layer, "get_prunable_weights")):
         if not PruneRegistry.supports(layer):
             if custom.is_custom(layer):
