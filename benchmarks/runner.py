@@ -95,7 +95,7 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
     return result
 
 
-def harness_overhead(call, rounds: int = 7, block: int = 200, group: int = 1, clock=time.perf_counter) -> float:
+def harness_overhead(call, rounds: int = 15, block: int = 200, group: int = 1, clock=time.perf_counter) -> float:
     """How much the harness's timing (one clock pair per ``group`` calls, as :func:`measure` does) adds over
     a bare loop of the same calls, as a fraction.
 
@@ -124,11 +124,11 @@ def harness_overhead(call, rounds: int = 7, block: int = 200, group: int = 1, cl
 
 
 SELFCHECK_MAX_MS = 5.0  # slower calls dwarf a timer read (~0.1 µs); checking them would cost seconds each
-SELFCHECK_BUDGET_MS = 1000.0
+SELFCHECK_BUDGET_MS = 600.0  # per check: 15 rounds of alternating blocks of ~20 ms each
 
 
-def selfcheck_block(mean_ms: float, rounds: int = 7) -> int | None:
-    """Calls per block for :func:`harness_overhead` within about a second, or None to skip (slow calls)."""
+def selfcheck_block(mean_ms: float, rounds: int = 15) -> int | None:
+    """Calls per block for :func:`harness_overhead` within SELFCHECK_BUDGET_MS, or None to skip (slow calls)."""
     if mean_ms > SELFCHECK_MAX_MS:
         return None
     return max(20, int(SELFCHECK_BUDGET_MS / (2 * rounds * max(mean_ms, 1e-4))))

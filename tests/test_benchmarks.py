@@ -123,7 +123,7 @@ def test_sweep_measures_in_workers_and_resumes(tmp_path):
 def test_selfcheck_is_sized_to_a_budget_and_skipped_on_slow_calls():
     from benchmarks.runner import SELFCHECK_MAX_MS, selfcheck_block
 
-    assert selfcheck_block(0.001) == 71428 and selfcheck_block(1.0) == 71
+    assert selfcheck_block(0.001) == 20000 and selfcheck_block(1.0) == 20 and selfcheck_block(0.1) == 200
     assert selfcheck_block(SELFCHECK_MAX_MS) == 20 and selfcheck_block(SELFCHECK_MAX_MS * 1.01) is None
 
 
