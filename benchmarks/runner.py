@@ -60,6 +60,18 @@ def group_size(mean_ms: float) -> int:
     return max(1, math.ceil(GROUP_MIN_MS / max(mean_ms, 1e-6)))
 
 
+def _timed(call, group: int, clock) -> float:
+    """Seconds taken by ``group`` back-to-back calls, between one pair of clock reads."""
+    if group == 1:
+        t = clock()
+        call()
+        return clock() - t
+    t = clock()
+    for _ in range(group):
+        call()
+    return clock() - t
+
+
 def measure(call, method: Method = Method(), clock=time.perf_counter) -> LatencyStats:
     """Time ``call()`` (which must block until the result is ready).
 
@@ -79,14 +91,7 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
     samples = []
     start = clock()
     while len(samples) < method.min_runs or clock() - start < method.min_s:
-        if group == 1:
-            t = clock()
-            call()
-        else:
-            t = clock()
-            for _ in range(group):
-                call()
-        samples.append((clock() - t) * 1e3 / group)
+        samples.append(_timed(call, group, clock) * 1e3 / group)
         if clock() - start > method.max_s and len(samples) >= 3:
             break
     result = stats(samples)
@@ -107,14 +112,7 @@ def harness_overhead(call, rounds: int = 15, block: int = 200, group: int = 1, c
     for _ in range(rounds):
         samples = []
         for _ in range(block // group):
-            if group == 1:
-                t = clock()
-                call()
-            else:
-                t = clock()
-                for _ in range(group):
-                    call()
-            samples.append(clock() - t)
+            samples.append(_timed(call, group, clock))
         harness.append(sum(samples) / block)
         t = clock()
         for _ in range(block):
