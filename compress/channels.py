@@ -17,8 +17,7 @@ from models.backend import keras, tf
 
 from . import custom
 from .finetune import as_finetune
-from .outcome import Outcome
-from .selective import non_finite_reason
+from .selective import start_outcome
 
 CRITERIA = ("l1", "l2")
 
@@ -291,10 +290,8 @@ def channel_prune(model, train=None, loss=None, *, ratio: float = 0.5, criterion
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
     tune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
-    outcome = Outcome("channel prune")
-    blocked = non_finite_reason(model)
-    if blocked:
-        outcome.blocked = blocked
+    outcome = start_outcome(model, "channel prune")
+    if outcome.blocked:
         return model, outcome
     if not getattr(model, "_is_graph_network", False):
         outcome.blocked = "a subclassed model: its graph cannot be rebuilt from a config"

@@ -11,8 +11,7 @@ from models.backend import quiet_stderr
 
 from . import custom
 from .finetune import as_finetune
-from .outcome import Outcome
-from .selective import kernel_weights, non_finite_reason, rebuild, wrap_layers
+from .selective import kernel_weights, kernels_by_layer, rebuild, start_outcome, wrap_layers
 
 with quiet_stderr():
     import tensorflow_model_optimization as tfmot
@@ -53,14 +52,8 @@ def cluster_support(layer, clusters: int) -> str | None:
 
 def distinct_values(model, layers: list[str] | None = None) -> dict[str, int]:
     """Distinct kernel values per layer (max over the layer's kernels): <= k after clustering."""
-    out = {}
-    for layer in model.layers:
-        if layers is not None and layer.name not in layers:
-            continue
-        kernels = kernel_weights(layer)
-        if kernels:
-            out[layer.name] = max(len(np.unique(w.numpy())) for w in kernels)
-    return out
+    return {name: max(len(np.unique(w.numpy())) for w in kernels)
+            for name, kernels in kernels_by_layer(model, layers)}
 
 
 def cluster(model, train=None, loss=None, *, clusters: int = 16, init: str = "kmeans++", epochs: int = 1,
@@ -75,10 +68,8 @@ def cluster(model, train=None, loss=None, *, clusters: int = 16, init: str = "km
     if init not in INITS:
         raise ValueError(f"unknown centroid init {init!r}; valid: {', '.join(INITS)}")
     tune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
-    outcome = Outcome("cluster")
-    blocked = non_finite_reason(model)
-    if blocked:
-        outcome.blocked = blocked
+    outcome = start_outcome(model, "cluster")
+    if outcome.blocked:
         return model, outcome
 
     def wrap(layer):

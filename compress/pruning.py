@@ -14,8 +14,7 @@ from models.backend import quiet_stderr
 
 from . import custom
 from .finetune import FineTune, as_finetune
-from .outcome import Outcome
-from .selective import kernel_weights, non_finite_reason, rebuild, wrap_layers
+from .selective import kernel_weights, kernels_by_layer, rebuild, start_outcome, wrap_layers
 
 with quiet_stderr():
     import tensorflow_model_optimization as tfmot
@@ -117,10 +116,8 @@ def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 
         if len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]:
             raise ValueError(f"m_by_n must be (m, n) with 0 < m < n, got {m_by_n}")
     tune: FineTune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
-    outcome = Outcome("2:4 sparsity" if m_by_n == (2, 4) else f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
-    blocked = non_finite_reason(model)
-    if blocked:
-        outcome.blocked = blocked
+    outcome = start_outcome(model, "2:4 sparsity" if m_by_n == (2, 4) else f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
+    if outcome.blocked:
         return model, outcome
     if tune.enabled:
         sched = _schedule(schedule, sparsity, int(tune.steps() * 0.8))
@@ -171,14 +168,8 @@ def verify_m_by_n(model, m_by_n=(2, 4), layers: list[str] | None = None) -> dict
         from models.loading import load_keras
 
         model = load_keras(model)
-    result = {}
-    for layer in model.layers:
-        if layers is not None and layer.name not in layers:
-            continue
-        kernels = kernel_weights(layer)
-        if kernels:
-            result[layer.name] = all(is_m_by_n(w.numpy(), m_by_n) for w in kernels)
-    return result
+    return {name: all(is_m_by_n(w.numpy(), m_by_n) for w in kernels)
+            for name, kernels in kernels_by_layer(model, layers)}
 
 
 __all__ = ["SCHEDULES", "LayerSparsity", "prune", "prune_support", "sparsity_report", "overall_sparsity",

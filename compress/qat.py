@@ -26,7 +26,7 @@ from . import custom
 from .finetune import FineTune, as_finetune
 from .outcome import Outcome
 from .qat_layers import wrap_after_apply
-from .selective import copy_model, has_weights, non_finite_reason
+from .selective import copy_model, has_weights, start_outcome
 
 with quiet_stderr():
     import tensorflow_model_optimization as tfmot
@@ -141,9 +141,13 @@ def _scheme(preserve: str | None):
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
+def _technique(preserve: str | None) -> str:
+    return {"sparsity": "PQAT", "clusters": "CQAT"}.get(preserve, "qat")
+
+
 def quantize_wrapped(model, preserve: str | None = None):
     """(QAT model, Outcome) without training: whole-model ``quantize_model`` if tfmot takes it, else selective."""
-    outcome = Outcome({"sparsity": "PQAT", "clusters": "CQAT"}.get(preserve, "qat"))
+    outcome = Outcome(_technique(preserve))
     explicit: set = set()
     registry = q8.Default8BitQuantizeRegistry()
     # tfmot's own registry takes every layer (BatchNormalization is folded into its conv by tfmot's transforms)
@@ -239,9 +243,9 @@ def qat(model, train=None, loss=None, *, epochs: int = 1, batch_size: int = 32, 
     if preserve not in (None,) + PRESERVE:
         raise ValueError(f"unknown preserve {preserve!r}; valid: {', '.join(PRESERVE)}")
     tune: FineTune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
-    blocked = non_finite_reason(model)
-    if blocked:
-        return model, Outcome({"sparsity": "PQAT", "clusters": "CQAT"}.get(preserve, "qat"), blocked=blocked)
+    outcome = start_outcome(model, _technique(preserve))
+    if outcome.blocked:
+        return model, outcome
     qmodel, outcome = quantize_wrapped(model, preserve)
     if qmodel is None:
         return model, outcome
@@ -289,6 +293,22 @@ def tflite_weight_stats(data: bytes, min_size: int = 16) -> dict[str, dict]:
     return stats
 
 
+_FIRST_STEP = {"sparsity": ("pruning", "pruned"), "clusters": ("clustering", "clustered")}
+
+
+def _preserving_qat(model, first, first_outcome, q_tune, preserve: str):
+    """QAT of ``first`` (``model`` pruned or clustered) that keeps what that step did; blocked, with the step's
+    reason, when it did not run. Layers the step skipped are listed as "not pruned/clustered: why"."""
+    step, done = _FIRST_STEP[preserve]
+    if not first_outcome.ran:
+        return model, Outcome(_technique(preserve), skipped=dict(first_outcome.skipped),
+                              blocked=first_outcome.blocked or f"{step} did not run ({first_outcome.reason()})")
+    qmodel, outcome = qat(first, q_tune, preserve=preserve)
+    for name, reason in first_outcome.skipped.items():
+        outcome.skipped.setdefault(name, f"not {done}: {reason}")
+    return qmodel, outcome
+
+
 def pqat(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 1, batch_size: int = 32,
          lr: float = 1e-4, qat_lr: float = 1e-5):
     """Pruning-preserving QAT: prune (fine-tuned at ``lr`` when there is data), then QAT (at ``qat_lr``) that keeps
@@ -301,17 +321,11 @@ def pqat(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 1
                                            details={"achieved_sparsity": _zeros(model)})
     else:
         pruned, p_outcome = prune(model, dataclasses.replace(tune, lr=lr), sparsity=sparsity, schedule="polynomial")
-    if not p_outcome.ran:
-        outcome = Outcome("PQAT", skipped=dict(p_outcome.skipped),
-                          blocked=p_outcome.blocked or f"pruning did not run ({p_outcome.reason()})")
-        return model, outcome
-    q_tune = dataclasses.replace(tune, lr=qat_lr)
-    qmodel, outcome = qat(pruned, q_tune, preserve="sparsity")
-    outcome.details["pruning"] = (p_outcome.summary() if sparsity else "none: the model's own zeros are preserved") + \
-        f" (sparsity {p_outcome.details['achieved_sparsity']:.1%})"
-    outcome.details["pruned_layers"] = [n for n in p_outcome.applied if not n.startswith("(")]
-    for name, reason in p_outcome.skipped.items():
-        outcome.skipped.setdefault(name, f"not pruned: {reason}")
+    qmodel, outcome = _preserving_qat(model, pruned, p_outcome, dataclasses.replace(tune, lr=qat_lr), "sparsity")
+    if p_outcome.ran:
+        outcome.details["pruning"] = (p_outcome.summary() if sparsity else "none: the model's own zeros are "
+                                      "preserved") + f" (sparsity {p_outcome.details['achieved_sparsity']:.1%})"
+        outcome.details["pruned_layers"] = [n for n in p_outcome.applied if not n.startswith("(")]
     return qmodel, outcome
 
 
@@ -326,17 +340,11 @@ def cqat(model, train=None, loss=None, *, clusters: int = 16, init: str = "kmean
         clustered, c_outcome = model, Outcome("cluster", applied=["(the model's own clusters)"])
     else:
         clustered, c_outcome = cluster(model, dataclasses.replace(tune, lr=lr), clusters=clusters, init=init)
-    if not c_outcome.ran:
-        outcome = Outcome("CQAT", skipped=dict(c_outcome.skipped),
-                          blocked=c_outcome.blocked or f"clustering did not run ({c_outcome.reason()})")
-        return model, outcome
-    q_tune = dataclasses.replace(tune, lr=qat_lr)
-    qmodel, outcome = qat(clustered, q_tune, preserve="clusters")
-    outcome.details["clustering"] = (c_outcome.summary() + f" ({clusters} clusters)" if clusters else
-                                     "none: the model's own clusters are preserved")
-    outcome.details["clustered_layers"] = [n for n in c_outcome.applied if not n.startswith("(")]
-    for name, reason in c_outcome.skipped.items():
-        outcome.skipped.setdefault(name, f"not clustered: {reason}")
+    qmodel, outcome = _preserving_qat(model, clustered, c_outcome, dataclasses.replace(tune, lr=qat_lr), "clusters")
+    if c_outcome.ran:
+        outcome.details["clustering"] = (c_outcome.summary() + f" ({clusters} clusters)" if clusters else
+                                         "none: the model's own clusters are preserved")
+        outcome.details["clustered_layers"] = [n for n in c_outcome.applied if not n.startswith("(")]
     return qmodel, outcome
 
 

@@ -59,6 +59,15 @@ def kernel_weights(layer) -> list:
                                                      "pointwise_kernel")]
 
 
+def kernels_by_layer(model, layers: list[str] | None = None):
+    """(layer name, kernels) for every layer with kernels, or only for ``layers``."""
+    for layer in model.layers:
+        if layers is None or layer.name in layers:
+            kernels = kernel_weights(layer)
+            if kernels:
+                yield layer.name, kernels
+
+
 def non_finite_reason(model) -> str | None:
     """A whole-model reason when the weights are NaN/inf (a diverged training run): nothing sound to compress."""
     for w in model.weights:
@@ -66,6 +75,11 @@ def non_finite_reason(model) -> str | None:
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             return f"the model's weights are not finite (NaN/inf in {w.name.split(':')[0]}): its training diverged"
     return None
+
+
+def start_outcome(model, technique: str) -> Outcome:
+    """A technique's Outcome, blocked from the start when the model's weights are not finite."""
+    return Outcome(technique, blocked=non_finite_reason(model))
 
 
 def rebuild(model):

@@ -144,18 +144,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename: all of it or nothing."""
-    data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    try:
-        with atomic_path(path) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as e:
-        raise _cannot_write(path, e) from None
-    return Path(path)
+    return atomic_write_many({path: data})[0]
 
 
 def atomic_write_many(files: dict) -> list[Path]:
