@@ -242,10 +242,11 @@ class Sweep:
 
         spec = trained.spec
         predict = runtime.load(path, None).predict
-        sample = splits.test.head(PARITY_SAMPLES).x
-        outputs = predict(sample)
+        if not self.cfg.reuse_metric:
+            return spec.score(predict, splits.test, trained.config), None
+        outputs = predict(splits.test.head(PARITY_SAMPLES).x)
         earlier = self._scored.get(str(path))
-        if self.cfg.reuse_metric and earlier is not None:
+        if earlier is not None:
             source, metric, reference = earlier
             n_out = len(as_list(reference))
             checks = parity(reference, outputs, [str(i) for i in range(n_out)])
