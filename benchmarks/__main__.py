@@ -25,11 +25,12 @@ def _run(args):
     for r in args.runtimes or []:
         runtimes.by_name(r)
     quick = args.quick
+    batches = [positive_int(b, "--batch") for b in args.batch] if args.batch else ([1] if quick else [1, 32])
+    threads = ([positive_int(t, "--threads") for t in args.threads] if args.threads
+               else [SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads)
     cfg = SweepConfig(models=names, method=Method.quick() if quick else Method(), out=Path(args.out),
                       cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny, reuse_metric=quick,
-                      batches=[positive_int(b, "--batch") for b in args.batch] if args.batch else ([1] if quick else [1, 32]),
-                      threads=[positive_int(t, "--threads") for t in args.threads] if args.threads
-                      else ([SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads))
+                      batches=batches, threads=threads)
     if args.variants:
         cfg.variants = args.variants
     if args.runtimes:
@@ -101,8 +102,9 @@ def main(argv=None):
     p.add_argument("--runtimes", nargs="+", default=None)
     p.add_argument("--batch", nargs="+", default=None, help="batch sizes (default 1)")
     p.add_argument("--threads", nargs="+", default=None, help="thread counts (default: all cores)")
-    p.add_argument("--quick", action="store_true", help="shorter warm-up and timed runs, batch 1, all cores; a runtime whose outputs "
-                   "match another's on the same file (checked on 32 test inputs) reuses its metric")
+    p.add_argument("--quick", action="store_true",
+                   help="shorter warm-up and timed runs, batch 1, all cores; a runtime whose outputs match another's "
+                        "on the same file (checked on 32 test inputs) reuses its metric")
     p.add_argument("--fresh", action="store_true", help="measure again even if the store has the row")
     p.add_argument("--tiny", action="store_true", help="use the zoo's tiny configurations (smoke test)")
     p.add_argument("--out", default="results", help="directory for results.db and the report")

@@ -54,7 +54,8 @@ def markdown(rows: list[dict]) -> str:
         import statistics
 
         lines += [f"Harness self-check: timing each call adds a median {statistics.median(overheads):+.1%} "
-                  f"(max {max(overheads):+.1%}, {len(overheads)} checks on batch-1 calls of at most {SELFCHECK_MAX_MS:g} ms) "
+                  f"(max {max(overheads):+.1%}, {len(overheads)} checks on batch-1 calls of at most "
+                  f"{SELFCHECK_MAX_MS:g} ms) "
                   "over a bare loop of the same calls.", ""]
     for model in sorted({r["model"] for r in rows}):
         mrows = [r for r in rows if r["model"] == model]
