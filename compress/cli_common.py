@@ -106,11 +106,11 @@ def finetune_plan(args, subject):
 
 
 def metric_of(subject, model):
-    from models.training import keras_predict
+    from models.training import evaluate
 
     if subject.spec is None:
         return None
-    return subject.spec.score(keras_predict(model), subject.splits.test, subject.config)
+    return evaluate(subject.spec, model, subject.splits, subject.config)
 
 
 def apply_technique(args, out, doing: str, technique):

@@ -37,9 +37,9 @@ def _trained(name: str, cache=None):
 
 
 def _score(spec, trained, model, splits) -> float:
-    from models.training import keras_predict
+    from models.training import evaluate
 
-    return spec.score(keras_predict(model), splits.test, trained.config)
+    return evaluate(spec, model, splits, trained.config)
 
 
 def prune_floor(cache=None) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 from models import registry
 from models.artifacts import sizes
 from models.cli import ArgumentParser, run
-from models.training import keras_predict, train
+from models.training import evaluate, train
 
 from . import channels, clustering, finetune, pruning, qat
 
@@ -60,7 +60,7 @@ def main(argv=None):
             if not outcome.ran:
                 print(f"| {name} | {technique} | {before:.4f} | | | 0 | {outcome.reason()[:160]} |", flush=True)
                 continue
-            after = spec.score(keras_predict(model), splits.test, trained.config)
+            after = evaluate(spec, model, splits, trained.config)
             weighted = len(outcome.applied) + len(outcome.skipped)
             skipped = "; ".join(f"{k}: {v}" for k, v in list(outcome.skipped.items())[:3])
             more = f" (+{len(outcome.skipped) - 3} more)" if len(outcome.skipped) > 3 else ""

@@ -16,7 +16,7 @@ from models.errors import UserError
 from models.loading import Subject
 from models.rewrites import has_rnn, unrolled
 from models.spec import n_samples, signature_of
-from models.training import keras_predict, random_inputs
+from models.training import evaluate, keras_predict, random_inputs
 
 from . import metadata, runtime
 from .validate import Validation, parity, top1_agreement
@@ -162,7 +162,7 @@ def validate(subject: Subject, path: Path, recipe: QuantRecipe) -> Validation:
                         top1_agreement=top1_agreement(reference, candidate))
     if spec is not None and quantized:
         result.metric_name = spec.metric.name
-        result.metric_source = spec.score(keras_predict(subject.model), subject.splits.test, subject.config)
+        result.metric_source = evaluate(spec, subject.model, subject.splits, subject.config)
         result.metric_export = spec.score(exported.predict, subject.splits.test, subject.config)
     return result
 
