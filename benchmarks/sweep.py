@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,19 @@ class SweepConfig:
 
 
 PARITY_SAMPLES = 32
+
+
+def pause_for_test(stored: int) -> None:
+    """Test-only hook: with CT_TEST_PAUSE_AFTER_ROWS=N and CT_TEST_PAUSE_FILE=PATH, once this run has stored N rows
+    the sweep creates PATH and waits (at most 5 minutes), so a test interrupts or kills it at a known point
+    instead of racing it (tests/test_interruptions.py)."""
+    after, marker = os.environ.get("CT_TEST_PAUSE_AFTER_ROWS"), os.environ.get("CT_TEST_PAUSE_FILE")
+    if not after or not marker or stored != int(after):
+        return
+    Path(marker).touch()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def child_command() -> list[str]:
@@ -202,6 +216,7 @@ class Sweep:
                     for row in self._measure(trained, variant, runtime, todo, built.get(variant.name)):
                         self.store.put(row)
                         done += 1
+                        pause_for_test(done)
                 advance()
             self._release()
         return done

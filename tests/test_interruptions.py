@@ -80,16 +80,6 @@ SWEEP = ["--models", "mlp", "--tiny", "--quick", "--variants", "tflite-fp32", "t
          "--runtimes", "litert", "litert-noxnnpack", "onnxruntime-cpu", "--batch", "1", "2", "--threads", "1"]
 
 
-def _rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def _keys(db: Path) -> list[tuple]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -97,15 +87,19 @@ def _keys(db: Path) -> list[tuple]:
 
 
 def _interrupt(out: Path, sig: int, after_rows: int, group: bool) -> subprocess.CompletedProcess:
-    """Start a real sweep, wait until the store has ``after_rows`` rows, then send ``sig``."""
+    """Start a real sweep and send ``sig`` once it has stored ``after_rows`` new rows: the sweep's test hook
+    (benchmarks.sweep.pause_for_test) creates a marker file at that point and waits, so the signal never races
+    the end of the sweep."""
+    marker = out.parent / f"{out.name}-paused-{sig}"
+    marker.unlink(missing_ok=True)
+    env = dict(os.environ, CT_TEST_PAUSE_AFTER_ROWS=str(after_rows), CT_TEST_PAUSE_FILE=str(marker))
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", *SWEEP, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        while _rows(out / "results.db") < after_rows and proc.poll() is None and time.monotonic() < deadline:
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert proc.poll() is None, f"the sweep ended before it could be interrupted: {proc.communicate()}"
+        assert proc.poll() is None and marker.exists(), f"the sweep never paused: {proc.communicate()}"
         if group:
             os.killpg(proc.pid, sig)  # Ctrl-C in a terminal: the whole foreground process group
         else:
@@ -132,13 +126,13 @@ def test_interrupted_and_killed_sweeps_resume_to_the_same_rows(cli, tmp_path):
     assert first.returncode == 130, (first.returncode, first.stderr)
     assert "interrupted" in first.stderr and "Traceback" not in first.stderr, first.stderr
     after_sigint = _keys(resumed / "results.db")
-    assert 0 < len(after_sigint) < len(expected)
+    assert len(after_sigint) == 1  # interrupted right after the first stored row
     assert not (resumed / "report.md").exists(), "an interrupted sweep wrote a report"
 
-    second = _interrupt(resumed, signal.SIGKILL, after_rows=len(after_sigint) + 1, group=False)
+    second = _interrupt(resumed, signal.SIGKILL, after_rows=2, group=False)  # two more rows, then kill -9
     assert second.returncode == -signal.SIGKILL
     after_sigkill = _keys(resumed / "results.db")  # PRAGMA integrity_check inside
-    assert set(after_sigint) < set(after_sigkill) and len(after_sigkill) < len(expected)
+    assert set(after_sigint) < set(after_sigkill) and len(after_sigkill) == 3
 
     res = cli("benchmarks", "run", *SWEEP, "--out", resumed)
     assert res.returncode == 0, res.stderr
