@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: bench test clean
 
-$(STAMP): pyproject.toml
+# runtime/ is the embeddable runtime's own distribution (keras-compress-runtime), a dependency of the toolkit that
+# is not on PyPI: both are installed in one pip command so the toolkit's requirement resolves to the checkout's copy.
+$(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e ./runtime -e '.[test]'
 	touch $(STAMP)
 
 bench: $(STAMP)

@@ -1,37 +1,40 @@
-"""A minimal app that embeds an exported model: no TensorFlow, only numpy + the runtime.
+"""A minimal app that embeds an exported model: only the runtime distribution, no TensorFlow, no toolkit.
 
-    python -m export tflite cnn --quantize int8 -o digits.tflite
-    python examples/embed_app.py digits.tflite
+    pip install './runtime[litert]'        # the app's environment: numpy + onnxruntime + ai-edge-litert
+    python -m export tflite cnn --quantize int8 -o digits.tflite    # with the toolkit, anywhere
+    python examples/embed_app.py digits.tflite [DIGITS.npz]
 
-It reads the labels and preprocessing from the file's metadata and classifies a few of
-scikit-learn's bundled digit images (scaled the way the metadata says).
+It reads the labels and preprocessing from the file's metadata and classifies the 8 handwritten digits in
+``digits.npz`` next to this file (scikit-learn's last 8 digit images, upscaled to 28x28, stored as uint8 so the app
+needs nothing but numpy), scaled the way the metadata says.
 """
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from export import runtime  # noqa: E402  (imports onnxruntime / ai-edge-litert, never TensorFlow)
+import ct_runtime  # imports onnxruntime / ai-edge-litert, never TensorFlow
+
+SAMPLES = Path(__file__).with_name("digits.npz")
 
 
-def digit_images(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """A few 8x8 digits from scikit-learn, upscaled to 28x28x1 in [0, 1]."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = np.stack([zoom(img / 16.0, 3.5, order=1) for img in data.images[-n:]]).clip(0, 1)
-    return images[..., None].astype(np.float32), data.target[-n:]
+def digit_images(samples: Path = SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """28x28x1 images in [0, 1] and their true digits."""
+    with np.load(samples) as data:
+        return (data["images"][..., None] / 255.0).astype(np.float32), data["labels"]
 
 
-def main(path: str) -> int:
-    model = runtime.load(path)
-    labels = model.metadata.get("labels") or [str(i) for i in range(10)]
+def main(path: str, samples: Path = SAMPLES) -> int:
+    try:
+        model = ct_runtime.load(path)
+        images, truth = digit_images(samples)
+        probabilities = model.predict(images)
+    except (ct_runtime.RuntimeModelError, OSError, KeyError, ValueError) as e:
+        print(f"embed_app: {e}", file=sys.stderr)
+        return 2
+    labels = model.metadata.get("labels") or [str(i) for i in range(probabilities.shape[-1])]
     print(f"model: {model.metadata.get('model', path)}; inputs {model.input_names}; "
           f"preprocessing: {model.metadata.get('preprocessing')}")
-    images, truth = digit_images()
-    probabilities = model.predict(images)
     for p, t in zip(probabilities, truth):
         print(f"predicted {labels[int(p.argmax())]} ({p.max():.2f}), true {t}")
     accuracy = float(np.mean(probabilities.argmax(-1) == truth))
@@ -40,7 +43,7 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python examples/embed_app.py MODEL.tflite|MODEL.onnx", file=sys.stderr)
+    if len(sys.argv) not in (2, 3):
+        print("usage: python examples/embed_app.py MODEL.tflite|MODEL.onnx [DIGITS.npz]", file=sys.stderr)
         raise SystemExit(2)
-    raise SystemExit(main(sys.argv[1]))
+    raise SystemExit(main(*sys.argv[1:]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from importlib import metadata as pkg_metadata
 
+from ct_runtime.metadata import METADATA_KEY  # one name, shared with the reader
+
 from models.artifacts import sha256_file
 
 
@@ -43,18 +45,19 @@ def embed_onnx(data: bytes, meta: dict) -> bytes:
     return proto.SerializeToString()
 
 
-METADATA_KEY = "ct_metadata"
-TFLITE_MARKER = b"CT-METADATA"  # export.runtime finds the JSON after this marker without a flatbuffer parser
-
-
 def embed_tflite(data: bytes, meta: dict) -> bytes:
-    """Add the metadata JSON as a named metadata buffer of the TFLite flatbuffer (read back by export.runtime)."""
-    from tensorflow.lite.python import schema_py_generated as fb
-    from tensorflow.lite.tools import flatbuffer_utils
+    """Add the metadata JSON as the ``ct_metadata`` entry of the TFLite model's metadata table.
+
+    The entry's buffer holds the bare JSON; ``ct_runtime.metadata.tflite_metadata`` reads it back through the same
+    flatbuffer schema (ai-edge-litert's), so writer and reader agree on one public format.
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     buffer = fb.BufferT()
-    buffer.data = list(TFLITE_MARKER + json.dumps(meta, sort_keys=True).encode())
+    buffer.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
     entry = fb.MetadataT()
     entry.name = METADATA_KEY
