@@ -99,7 +99,7 @@ def _run_child(request, results, on_step, timeout) -> tuple[str | None, int | No
     return current, None if killed.is_set() else code, (lines[-1].strip()[:300] if lines else "")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """A sweep killed with SIGKILL cannot stop its children: have the kernel do it (Linux)."""
     try:
         import ctypes
@@ -110,7 +110,7 @@ def _die_with_parent() -> None:
 
 
 def main() -> int:
-    _die_with_parent()
+    die_with_parent()
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # converters printing to fd 1 must not mix with the answers
     sys.stdout = sys.stderr

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
+
+_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def _status_mb(field: str) -> float | None:
@@ -33,6 +36,16 @@ def _reset_peak() -> bool:
         return False
 
 
+def pin(threads: int) -> list[int]:
+    """Pin this worker to ``threads`` of the cores it was given (all of them for threads >= cores): neither the
+    scheduler nor Ray keeps other work off a measurement's cores, and a 1-thread run must not wander."""
+    if not _CORES:
+        return []
+    cores = _CORES[:max(1, min(threads or len(_CORES), len(_CORES)))]
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
 def _inputs(path):
     import numpy as np
 
@@ -48,6 +61,7 @@ def measure_request(req: dict) -> dict:
 
     runtime = runtimes.by_name(req["runtime"])
     x = _inputs(req["inputs"])
+    cores = pin(req["threads"])
     gc.collect()
     _reset_peak()
     base = _status_mb("VmRSS")
@@ -65,7 +79,7 @@ def measure_request(req: dict) -> dict:
         results.append(row)
     peak = _status_mb("VmHWM")
     return {"init_ms": loaded.init_ms, "provider": loaded.provider, "base_rss_mb": base, "peak_rss_mb": peak,
-            "results": results}
+            "cores": cores, "results": results}
 
 
 def serve(lines, write) -> None:
@@ -83,6 +97,10 @@ def serve(lines, write) -> None:
 
 
 def main() -> int:
+    from .build import die_with_parent
+
+    die_with_parent()
+
     def write(text):
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -1,7 +1,8 @@
 """The main job: every model x variant x runtime, with the task metric and latency side by side.
 
-The metric is computed here on the whole test split; latency and memory are measured in a fresh child
-process per (model, variant, runtime, threads), so a runtime that leaks or crashes is one failed row.
+The metric is computed here (the driver) on the whole test split; latency and memory are measured by an executor
+(benchmarks.executor: worker processes here, or one per node of a Ray cluster) in a worker process per (runtime,
+threads), so a runtime that leaks or crashes is one failed row. Only the driver writes the store.
 """
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ import dataclasses
 import datetime as dt
 import gc
 import itertools
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +25,11 @@ from models.training import train
 
 from . import host, runtimes, variants
 from .build import Built, build_all
+from .executor import Executor, LocalExecutor
 from .runner import Method, batch_of
 from .store import Store
+from .tasks import Job, MeasureTask, content_hash
 
-CHILD_TIMEOUT_S = 600
 
 
 @dataclass
@@ -68,81 +65,6 @@ def pause_for_test(stored: int) -> None:
         time.sleep(0.05)
 
 
-def child_command() -> list[str]:
-    return [sys.executable, "-m", "benchmarks.child"]
-
-
-class Workers:
-    """One measurement worker process per (runtime, threads), restarted after a crash or a hang."""
-
-    def __init__(self, timeout: float = CHILD_TIMEOUT_S):
-        self.timeout = timeout
-        self._procs: dict[tuple, subprocess.Popen] = {}
-
-    def _worker(self, key) -> subprocess.Popen:
-        proc = self._procs.get(key)
-        if proc is None or proc.poll() is not None:
-            proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-            self._procs[key] = proc
-        return proc
-
-    def request(self, request: dict) -> dict:
-        """Send one request; a crash, a hang or garbage output becomes {"error": reason}."""
-        key = (request["runtime"], request["threads"])
-        proc = self._worker(key)
-        answer: list[str] = []
-
-        def read():
-            try:
-                proc.stdin.write(json.dumps(request) + "\n")
-                proc.stdin.flush()
-                for line in proc.stdout:
-                    if line.startswith("CT-RESULT "):
-                        answer.append(line)
-                        return
-            except (BrokenPipeError, OSError):
-                return
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(self.timeout)
-        if answer:
-            return json.loads(answer[0][len("CT-RESULT "):])
-        if reader.is_alive():
-            self._kill(key)
-            return {"error": f"timed out after {self.timeout:.0f} s"}
-        code = proc.wait()
-        self._procs.pop(key, None)
-        if code == -signal.SIGINT:  # Ctrl-C reached the worker first: the sweep is interrupted, nothing failed
-            raise KeyboardInterrupt
-        if code < 0:
-            return {"error": f"runtime crashed (signal {-code})"}
-        tail = (proc.stderr.read().strip().splitlines() or ["no output"])[-1][:300]
-        return {"error": f"runtime process exited with code {code}: {tail}"}
-
-    def _kill(self, key) -> None:
-        proc = self._procs.pop(key, None)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-
-    def kill_all(self) -> None:
-        """Interrupted: stop every worker now rather than let it finish its measurement."""
-        for key in list(self._procs):
-            self._kill(key)
-
-    def close(self) -> None:
-        for key in list(self._procs):
-            proc = self._procs[key]
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            self._kill(key)
-
-
 def save_inputs(x, path: Path, n: int) -> Path:
     x = batch_of(x, n)
     arrays = dict(x) if isinstance(x, dict) else {"__single__": x}
@@ -150,12 +72,41 @@ def save_inputs(x, path: Path, n: int) -> Path:
     return path
 
 
+def build_request(trained, cfg: SweepConfig, missing: list[str]) -> dict:
+    """What benchmarks.build needs to rebuild ``trained``'s missing variants in a child process."""
+    return {"model": trained.spec.name, "tiny": cfg.tiny, "seed": trained.seed,
+            "cache": None if cfg.cache is None else str(cfg.cache), "variants": missing}
+
+
+def provider_of(runtime) -> str | None:
+    """The execution provider a runtime asks for (ONNX Runtime's), None for the others."""
+    return getattr(runtime.load, "keywords", {}).get("provider")
+
+
+SELFCHECK_RUNTIMES = ("onnxruntime-cpu", "litert")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the driver needs to turn a job's answer into rows (never part of the task's hash)."""
+
+    item: int  # index of the (variant, runtime) in the model's plan, for progress
+    variant: object
+    runtime: object
+    metric: float | None
+    metric_from: str | None
+    size: int
+    size_gzip: int
+
+
 class Sweep:
-    def __init__(self, cfg: SweepConfig, store: Store, on_step=lambda text: None):
-        self.cfg, self.store, self.on_step = cfg, store, on_step
+    def __init__(self, cfg: SweepConfig, store: Store, on_step=lambda text: None, executor: Executor | None = None,
+                 on_row=lambda row: None):
+        self.cfg, self.store, self.on_step, self.on_row = cfg, store, on_step, on_row
         self._trained = {}
         self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
-        self.workers = Workers()
+        self.executor = executor or LocalExecutor()
+        self.stored = 0  # rows this run has stored
 
     def plan(self) -> list[tuple]:
         items = []
@@ -173,6 +124,7 @@ class Sweep:
                        "threads": threads, "method": dataclasses.asdict(self.cfg.method)})
 
     def trained(self, name):
+        """The sweep's per-model unit (a trained zoo model): the one place that makes it."""
         if name not in self._trained:
             self.on_step(f"{name}: training (cached after the first run)")
             self._trained[name] = train(registry.get(name), tiny=self.cfg.tiny, cache=self.cfg.cache)
@@ -184,10 +136,10 @@ class Sweep:
         try:
             return self._run(advance)
         except BaseException:
-            self.workers.kill_all()
+            self.executor.kill_all()
             raise
         finally:
-            self.workers.close()
+            self.executor.close()
 
     def _release(self) -> None:
         """Done with a model: free its data, cached outputs and TensorFlow state before the next one."""
@@ -200,8 +152,15 @@ class Sweep:
         keras.backend.clear_session()
         gc.collect()
 
+    def _store(self, rows: list[dict]) -> None:
+        """Only the driver writes the store: one transaction per row."""
+        for row in rows:
+            self.store.put(row)
+            self.stored += 1
+            self.on_row(row)
+            pause_for_test(self.stored)
+
     def _run(self, advance) -> int:
-        done = 0
         for model_name, items in itertools.groupby(self.plan(), key=lambda item: item[0]):
             trained = self.trained(model_name)
             pending = []
@@ -210,16 +169,29 @@ class Sweep:
                         if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
                 pending.append((variant, runtime, todo))
             built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
-            for variant, runtime, todo in pending:
-                if todo:
+            with tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
+                inputs = Path(tmp) / "inputs.npz"
+                jobs, waiting = [], {}
+                for item, (variant, runtime, todo) in enumerate(pending):
+                    if not todo:
+                        advance()
+                        continue
                     self.on_step(f"{model_name} / {variant.name} / {runtime.name}")
-                    for row in self._measure(trained, variant, runtime, todo, built.get(variant.name)):
-                        self.store.put(row)
-                        done += 1
-                        pause_for_test(done)
-                advance()
+                    rows, item_jobs = self._prepare(item, trained, variant, runtime, todo, built.get(variant.name),
+                                                    inputs)
+                    self._store(rows)
+                    if item_jobs:
+                        waiting[item] = len(item_jobs)
+                        jobs += item_jobs
+                    else:
+                        advance()
+                for job, answer in self.executor.run(jobs):
+                    self._store(self._answer_rows(trained, job, answer))
+                    waiting[job.context.item] -= 1
+                    if not waiting[job.context.item]:
+                        advance()
             self._release()
-        return done
+        return self.stored
 
     def _build(self, trained, wanted) -> dict[str, Built]:
         """Each wanted variant's artifact: cached, or built now in a child process (see benchmarks.build)."""
@@ -232,9 +204,7 @@ class Sweep:
             else:
                 missing.append(variant.name)
         if missing:
-            result.update(build_all({"model": trained.spec.name, "tiny": self.cfg.tiny, "seed": trained.seed,
-                                     "cache": None if self.cfg.cache is None else str(self.cfg.cache),
-                                     "variants": missing}, on_step=self.on_step))
+            result.update(build_all(build_request(trained, self.cfg, missing), on_step=self.on_step))
         for built in result.values():
             if built.fatal:  # e.g. the cache cannot be written (disk full): stop the sweep with that line
                 raise UserError(built.error)
@@ -273,9 +243,11 @@ class Sweep:
         self._scored.setdefault(str(path), (runtime.name, metric, outputs))
         return metric, None
 
-    def _measure(self, trained, variant, runtime, todo, built: Built | None) -> list[dict]:
+    def _prepare(self, item, trained, variant, runtime, todo, built: Built | None, inputs: Path):
+        """Rows that need no timing (unavailable runtime, missing or crashing artifact, unscorable), or the
+        metric now and one timed job per thread count for the executor."""
         def all_rows(**values):
-            return [self._row(trained, variant, runtime, b, t, **values) for b, t in todo]
+            return [self._row(trained, variant, runtime, b, t, **values) for b, t in todo], []
 
         reason = runtime.unavailable()
         if reason:
@@ -296,29 +268,31 @@ class Sweep:
         except Exception as e:  # the runtime cannot run this artifact: a recorded failure, the sweep goes on
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return all_rows(status="failed", reason=f"{runtime.name}: {first[:300]}", size=raw, size_gzip=gz)
-        rows = []
-        with tempfile.TemporaryDirectory() as tmp:
-            inputs = save_inputs(splits.test.x, Path(tmp) / "inputs.npz", max(b for b, _ in todo))
-            for threads in sorted({t for _, t in todo}):
-                batches = [b for b, t in todo if t == threads]
-                self.on_step(f"{trained.spec.name} / {variant.name} / {runtime.name} / {threads} thread(s)")
-                result = self.workers.request({"runtime": runtime.name, "path": str(path), "inputs": str(inputs),
-                                    "batches": batches, "threads": threads,
-                                    "method": dataclasses.asdict(self.cfg.method),
-                                    "selfcheck": runtime.name in ("onnxruntime-cpu", "litert")})
-                if "error" in result:
-                    rows += [self._row(trained, variant, runtime, b, threads, status="failed",
-                                       reason=result["error"], metric=metric, metric_from=metric_from,
-                                       size=raw, size_gzip=gz)
-                             for b in batches]
-                    continue
-                for r in result["results"]:
-                    rows.append(self._row(
-                        trained, variant, runtime, r["batch"], threads, status="ok", reason=None,
-                        provider=result["provider"], metric=metric, metric_from=metric_from, size=raw, size_gzip=gz,
-                        init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"],
-                        calls_per_sample=r["calls_per_sample"], min_ms=r["min"],
-                        mean_ms=r["mean"], std_ms=r["std"], p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"],
-                        max_ms=r["max"], throughput=r["throughput"], peak_rss_mb=result["peak_rss_mb"],
-                        load_rss_mb=result["peak_rss_mb"] - result["base_rss_mb"], overhead=r.get("overhead")))
-        return rows
+        if not inputs.exists():  # one inputs file per model: the first max(batches) test inputs
+            save_inputs(splits.test.x, inputs, max(self.cfg.batches))
+        context = JobContext(item, variant, runtime, metric, metric_from, raw, gz)
+        jobs = []
+        for threads in sorted({t for _, t in todo}):
+            task = MeasureTask(artifact=content_hash(path), artifact_name=path.name, artifact_is_dir=path.is_dir(),
+                               inputs=content_hash(inputs), variant=variant.name, runtime=runtime.name,
+                               provider=provider_of(runtime), batches=tuple(b for b, t in todo if t == threads),
+                               threads=threads, method=self.cfg.method, selfcheck=runtime.name in SELFCHECK_RUNTIMES)
+            jobs.append(Job(task, path, inputs, context))
+        return [], jobs
+
+    def _answer_rows(self, trained, job: Job, result: dict) -> list[dict]:
+        """A job's rows from its worker's answer; the host is the node that measured it."""
+        ctx, task = job.context, job.task
+        common = dict(metric=ctx.metric, metric_from=ctx.metric_from, size=ctx.size, size_gzip=ctx.size_gzip)
+        if result.get("host"):
+            common["host"] = result["host"]
+        if "error" in result:
+            return [self._row(trained, ctx.variant, ctx.runtime, b, task.threads, status="failed",
+                              reason=result["error"], **common) for b in task.batches]
+        return [self._row(
+            trained, ctx.variant, ctx.runtime, r["batch"], task.threads, status="ok", reason=None,
+            provider=result["provider"], **common, init_ms=result["init_ms"], first_ms=r["first"], runs=r["runs"],
+            calls_per_sample=r["calls_per_sample"], min_ms=r["min"], mean_ms=r["mean"], std_ms=r["std"],
+            p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"], max_ms=r["max"], throughput=r["throughput"],
+            peak_rss_mb=result["peak_rss_mb"], load_rss_mb=result["peak_rss_mb"] - result["base_rss_mb"],
+            overhead=r.get("overhead")) for r in result["results"]]
