@@ -150,26 +150,30 @@ def _quantize(args):
     """Post-training quantization produces an exported file, so this runs the export pipeline with a recipe."""
     from export.cli_common import default_output, report
     from export.exporter import export
+    from export.onnx import int8_flavour
 
     from .ptq import QuantRecipe
 
     exclude = tuple(e for spec in (args.exclude or []) for e in spec.split(",") if e)
     try:
         recipe = QuantRecipe(args.format, args.mode, int8_io=args.int8_io, per_channel=not args.per_tensor,
-                             calibration=args.calibration, exclude=exclude)
+                             calibration=args.calibration, exclude=exclude, onnx_int8=args.onnx_int8)
     except ValueError as e:
         raise UserError(str(e)) from None
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
     path = Path(args.output or default_output(subject.name, args.format, args.mode))
-    with out.status(f"quantizing to {recipe}..."):
-        try:
+    try:
+        with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
+            recipe, notes = int8_flavour(subject, recipe, cache=args.cache_dir)
+        with out.status(f"quantizing to {recipe}..."):
             result = export(subject, recipe, path, check=not args.no_validate)
-        except ValueError as e:
-            if "nothing to exclude" in str(e):
-                raise UserError(str(e)) from None
-            raise
+    except ValueError as e:
+        if "nothing to exclude" in str(e):
+            raise UserError(str(e)) from None
+        raise
+    result.notes[:0] = notes
     report(out, result, subject)
 
 
@@ -276,10 +280,13 @@ def main(argv=None):
     _common(p)
     p.add_argument("--format", required=True, help="tflite | onnx")
     p.add_argument("--mode", required=True, help="tflite: fp32 | dynamic | float16 | int8 | 16x8; "
-                                                 "onnx: fp32 | dynamic | int8 (static QDQ)")
+                                                 "onnx: fp32 | dynamic | int8 (static, see --onnx-int8)")
     p.add_argument("--int8-io", action="store_true", help="tflite int8: int8 input and output tensors")
     p.add_argument("--per-tensor", action="store_true", help="onnx: per-tensor instead of per-channel weight scales")
     p.add_argument("--calibration", default="minmax", help="onnx int8: minmax | entropy | percentile")
+    p.add_argument("--onnx-int8", default="auto", metavar="FLAVOUR",
+                   help="onnx int8 flavour: auto (the fastest accurate one, measured once per host and model family) "
+                        "| qdq-s8s8 | qdq-u8s8 | qop-s8s8 | qop-u8s8")
     p.add_argument("--exclude", action="append", metavar="LAYER[,LAYER]",
                    help="keep these layers (or op types, e.g. FULLY_CONNECTED / MatMul) in float")
     p.add_argument("--no-validate", action="store_true")

@@ -4,8 +4,9 @@ Conversion itself lives in ``export``; these functions only say how to quantize.
 
 TFLite: ``dynamic`` (int8 weights, float activations), ``float16``, ``int8`` (full integer from a
 calibration sample; ``int8_io`` also makes the input/output tensors int8) and ``16x8`` (int16
-activations, int8 weights). ONNX Runtime: ``dynamic`` and static ``int8`` (QDQ; per-channel or
-per-tensor weights; MinMax, Entropy or Percentile calibration). ``exclude`` keeps the named layers (or
+activations, int8 weights). ONNX Runtime: ``dynamic`` and static ``int8`` (per-channel or per-tensor
+weights; MinMax, Entropy or Percentile calibration; QDQ or QOperator with int8 or uint8 activations, by
+default the fastest accurate one on this host: see ``compress.int8_choice``). ``exclude`` keeps the named layers (or
 op types) in float: TFLite through the MLIR quantizer's deny lists, ONNX through ``nodes_to_exclude``.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ class QuantRecipe:
     calibration: str = "minmax"
     #: layer names (or op types, e.g. FULLY_CONNECTED / MatMul) kept in float
     exclude: tuple = ()
+    #: ONNX static int8 flavour: "auto" (measured per host and model family) or e.g. "qdq-u8s8"
+    onnx_int8: str = "auto"
 
     def __post_init__(self):
         if self.format not in MODES:
@@ -49,6 +52,13 @@ class QuantRecipe:
         if self.calibration != "minmax" and (self.format, self.mode) != ("onnx", "int8"):
             raise ValueError(f"calibration method {self.calibration} applies to onnx int8 only "
                              "(TFLite calibrates min/max)")
+        from .int8_choice import AUTO, CHOICES
+
+        if self.onnx_int8 not in CHOICES:
+            raise ValueError(f"unknown ONNX int8 flavour {self.onnx_int8!r}; valid: {', '.join(CHOICES)}")
+        if self.onnx_int8 != AUTO and (self.format, self.mode) != ("onnx", "int8"):
+            raise ValueError(f"the ONNX int8 flavour {self.onnx_int8} applies to onnx int8 only, "
+                             f"not {self.format} {self.mode}")
         if not self.per_channel and self.format != "onnx":
             raise ValueError("per-tensor weights apply to onnx only (TFLite picks per-channel for convolutions)")
         if self.exclude and (self.mode in ("fp32", "float16") or (self.format, self.mode) in (("tflite", "dynamic"),
@@ -69,6 +79,8 @@ class QuantRecipe:
             extra.append("per-tensor")
         if self.calibration != "minmax":
             extra.append(self.calibration)
+        if self.onnx_int8 != "auto":
+            extra.append(self.onnx_int8)
         if self.exclude:
             extra.append("float: " + ",".join(self.exclude))
         return f"{self.format}({', '.join([self.mode] + extra)})"
@@ -81,6 +93,11 @@ def _samples(calibration: Inputs, input_names: list[str]):
         if not isinstance(sample, dict):
             sample = {input_names[0]: sample}
         yield {k: np.asarray(v) for k, v in sample.items()}
+
+
+def calibration_feeds(calibration: Inputs, input_names: list[str]) -> list[dict]:
+    """The calibration sample as a list of single-sample input dicts (what ONNX Runtime sessions take)."""
+    return list(_samples(calibration, input_names))
 
 
 def match_names(names, wanted, what: str) -> list[str]:
@@ -168,8 +185,11 @@ def _tflite_op_outputs(data: bytes) -> list[str]:
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, recipe: QuantRecipe, calibration: Inputs | None,
-                  input_names: list[str]) -> None:
-    """ONNX Runtime quantization of an fp32 ONNX file: dynamic (weights int8) or static QDQ int8."""
+                  input_names: list[str], calibration_cache: Path | None = None) -> None:
+    """ONNX Runtime quantization of an fp32 ONNX file: dynamic (weights int8) or static int8 in the recipe's
+    flavour (``auto`` must be resolved first, see export.onnx). ``calibration_cache``: a JSON file of tensor
+    ranges that ONNX Runtime writes on the first call and reads on later ones (one calibration per flavour
+    search)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
@@ -186,8 +206,13 @@ def quantize_onnx(fp32_path: Path, out_path: Path, recipe: QuantRecipe, calibrat
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
                          nodes_to_exclude=exclude)
         return
+    if recipe.onnx_int8 == "auto":
+        raise ValueError("resolve the ONNX int8 flavour first (export.onnx.resolve_int8)")
     if calibration is None:
         raise ValueError("int8 quantization needs a calibration sample")
+    from .int8_choice import flavour
+
+    chosen = flavour(recipe.onnx_int8)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -201,7 +226,9 @@ def quantize_onnx(fp32_path: Path, out_path: Path, recipe: QuantRecipe, calibrat
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[recipe.calibration]
+    activation = QuantType.QUInt8 if chosen.activation == "uint8" else QuantType.QInt8
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
-        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
-                        calibrate_method=method, nodes_to_exclude=exclude)
+        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=getattr(QuantFormat, chosen.quant_format),
+                        activation_type=activation, weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
+                        reduce_range=chosen.reduce_range, calibrate_method=method, nodes_to_exclude=exclude,
+                        calibration_cache_path=str(calibration_cache) if calibration_cache else None)

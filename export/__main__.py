@@ -13,9 +13,10 @@ def _export(args):
 
     from .cli_common import default_output, parse_batch, report
     from .exporter import export
+    from .onnx import int8_flavour
 
     try:
-        recipe = QuantRecipe(args.command, args.quantize)
+        recipe = QuantRecipe(args.command, args.quantize, onnx_int8=getattr(args, "onnx_int8", "auto"))
     except ValueError as e:
         raise UserError(str(e)) from None
     batch = parse_batch(args.batch)
@@ -23,9 +24,12 @@ def _export(args):
     with out.status(f"preparing {args.model}..."):
         subject = resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
     path = Path(args.output or default_output(subject.name, args.command, args.quantize))
+    with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
+        recipe, notes = int8_flavour(subject, recipe, getattr(args, "opset", None), batch, args.cache_dir)
     with out.status(f"converting to {recipe} and validating..."):
         result = export(subject, recipe, path, opset=getattr(args, "opset", None), batch=batch,
                         allow_flex=args.allow_flex, enforce=not args.no_validate)
+    result.notes[:0] = notes
     report(out, result, subject)
 
 
@@ -234,6 +238,9 @@ def main(argv=None):
     add_model_args(p)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--quantize", default="fp32", help="fp32 | float16 | dynamic | int8 (ONNX Runtime quantization)")
+    p.add_argument("--onnx-int8", default="auto", metavar="FLAVOUR",
+                   help="int8 flavour: auto (the fastest accurate one, measured once per host and model family) | "
+                        "qdq-s8s8 | qdq-u8s8 | qop-s8s8 | qop-u8s8")
     p.set_defaults(fn=_export)
     p = sub.add_parser("tflite", help="export to TFLite and validate against Keras")
     add_model_args(p)

@@ -80,9 +80,66 @@ def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None
         half = OnnxModel(convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True))
         half.topological_sort()  # the converter appends the I/O casts out of order
         return check(half.model.SerializeToString())
+    built = None
+    if recipe.mode == "int8" and recipe.onnx_int8 == "auto":
+        recipe, choice = _resolve_int8(data, recipe, calibration, input_names(model))
+        built = choice.built.get(recipe.onnx_int8)
+    if built is not None:  # measured just now: the chosen candidate is the file
+        return check(built)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "quant.onnx"
         src.write_bytes(data)
         with quiet_stderr():
             quantize_onnx(src, dst, recipe, calibration, input_names(model))
         return check(dst.read_bytes())
+
+
+def resolve_int8(model, recipe: QuantRecipe, calibration: Inputs | None, opset: int = DEFAULT_OPSET,
+                 batch: int | None = None, cache=None):
+    """(recipe with a concrete ONNX int8 flavour, Choice or None): ``auto`` becomes the flavour measured for
+    this host and model family (compress.int8_choice); an explicit flavour is kept."""
+    if (recipe.format, recipe.mode, recipe.onnx_int8) != ("onnx", "int8", "auto"):
+        return recipe, None
+    return _resolve_int8(fp32_graph(model, opset, batch), recipe, calibration, input_names(model), cache)
+
+
+def int8_flavour(subject, recipe: QuantRecipe, opset: int | None = None, batch: int | None = None, cache=None):
+    """For the CLIs: (recipe with its ONNX int8 flavour, notes saying which and why); other recipes unchanged.
+
+    Resolved before the export so the file's recipe chain names the flavour; the fp32 graph is converted
+    once for both steps (cached per model).
+    """
+    if (recipe.format, recipe.mode) != ("onnx", "int8"):
+        return recipe, []
+    if recipe.onnx_int8 != "auto":
+        from compress.int8_choice import flavour
+
+        return recipe, [f"onnx int8 flavour: {flavour(recipe.onnx_int8)} (chosen with --onnx-int8)"]
+    from .exporter import _calibration
+
+    recipe, choice = resolve_int8(subject.model, recipe, _calibration(subject, recipe), opset or DEFAULT_OPSET, batch,
+                                  cache)
+    return recipe, [choice.note()]
+
+
+def _resolve_int8(data: bytes, recipe: QuantRecipe, calibration: Inputs | None, names: list[str], cache=None):
+    from dataclasses import replace
+
+    from compress.int8_choice import choose
+    from compress.ptq import calibration_feeds
+
+    if calibration is None:
+        raise ValueError("int8 quantization needs a calibration sample")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, ranges = Path(tmp) / "fp32.onnx", Path(tmp) / "ranges.json"
+        src.write_bytes(data)
+
+        def build(flavour) -> bytes:
+            dst = Path(tmp) / f"{flavour.name}.onnx"
+            with quiet_stderr():
+                quantize_onnx(src, dst, replace(recipe, onnx_int8=flavour.name), calibration, names,
+                              calibration_cache=ranges)
+            return dst.read_bytes()
+
+        choice = choose(data, build, calibration_feeds(calibration, names), cache)
+    return replace(recipe, onnx_int8=choice.flavour), choice
