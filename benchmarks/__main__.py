@@ -12,7 +12,7 @@ def _run(args):
 
     from models import registry
 
-    from . import report, runtimes, variants
+    from . import executor, report, runtimes, variants
     from .runner import Method
     from .store import Store
     from .sweep import Sweep, SweepConfig
@@ -36,6 +36,7 @@ def _run(args):
     if args.runtimes:
         cfg.runtimes = args.runtimes
     out = console(stderr=args.json)
+    execute = executor.make(args.executor, address=args.address, on=args.on)  # before any training: fail fast
     for r in runtimes.RUNTIMES:
         reason = r.unavailable()
         out.print(f"runtime {r.name}: {'available' if reason is None else 'not available: ' + reason}")
@@ -43,7 +44,7 @@ def _run(args):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as progress:
         task = progress.add_task("sweep", total=None)
-        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text))
+        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute)
         progress.update(task, total=len(sweep.plan()))
         measured = sweep.run(advance=lambda: progress.advance(task))
         progress.update(task, description="sweep done")
@@ -110,6 +111,12 @@ def main(argv=None):
     p.add_argument("--out", default="results", help="directory for results.db and the report")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", action="store_true", help="print the rows of this sweep as JSON on stdout")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="where timed measurements run: worker processes here (default) or a Ray cluster")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: RAY_ADDRESS, else a private one on 127.0.0.1)")
+    p.add_argument("--on", default=None, metavar="LABEL",
+                   help="with --executor ray: measure only on nodes with this Ray resource or label (key or key=value)")
     p.set_defaults(fn=_run)
     p = sub.add_parser("compare", help="flag regressions of NEW against OLD (result dirs or .db files); exit 1 if any")
     p.add_argument("old")
