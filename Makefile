@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test clean
+.PHONY: bench test clean gpu
 
 # runtime/ is the embeddable runtime's own distribution (keras-compress-runtime), a dependency of the toolkit that
 # is not on PyPI: both are installed in one pip command so the toolkit's requirement resolves to the checkout's copy.
@@ -20,6 +20,13 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# On an NVIDIA machine: the GPU builds of ONNX Runtime and TensorFlow in place of the CPU ones. ONNX Runtime's
+# builds all install one `onnxruntime` module, so only one may be installed: the CPU build goes first.
+gpu: $(STAMP)
+	$(PY) -m pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(PY) -m pip install -q 'onnxruntime-gpu>=1.20' 'tensorflow[and-cuda]==2.21.*'
+	$(PY) -c "from benchmarks.runtimes.onnxruntime import build_line; print(build_line())"
 
 clean:
 	rm -rf .cache results

@@ -40,6 +40,9 @@ def _run(args):
     for r in runtimes.RUNTIMES:
         reason = r.unavailable()
         out.print(f"runtime {r.name}: {'available' if reason is None else 'not available: ' + reason}")
+    from .runtimes.onnxruntime import build_line
+
+    out.print(build_line())
     store = Store(cfg.out / "results.db")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as progress:

@@ -198,6 +198,28 @@ def test_unavailable_gpu_runtime_is_a_row_with_a_reason(tmp_path):
     assert row["status"] == "unavailable" and "CUDAExecutionProvider" in row["reason"]
 
 
+def test_run_says_which_onnxruntime_build_and_providers_it_found(cli, tmp_path):
+    from importlib import metadata
+
+    import onnxruntime
+
+    from benchmarks.runtimes.onnxruntime import build_line, describe_build
+
+    line = build_line()
+    assert line == (f"ONNX Runtime: onnxruntime {metadata.version('onnxruntime')}, providers "
+                    f"{', '.join(onnxruntime.get_available_providers())}")
+    res = cli("benchmarks", "run", "--models", "mlp", "--tiny", "--variants", "onnx-fp32", "--runtimes",
+              "onnxruntime-cuda", "--batch", "1", "--threads", "1", "--out", tmp_path)
+    assert res.returncode == 0 and line in " ".join(res.stdout.split()), res.stdout
+    # the measured broken install: onnxruntime-gpu's files over onnxruntime's, one module for both
+    both = describe_build({"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}, ["CPUExecutionProvider"])
+    assert both.startswith("ONNX Runtime: onnxruntime 1.32.0, onnxruntime-gpu 1.31.1 are installed over one")
+    assert "`make gpu` installs the GPU builds in place of the CPU ones" in both
+    gpu = describe_build({"onnxruntime-gpu": "1.23.0"}, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert gpu == "ONNX Runtime: onnxruntime-gpu 1.23.0, providers CUDAExecutionProvider, CPUExecutionProvider"
+    assert describe_build({"onnxruntime": "1.32.0"}, None) == "ONNX Runtime: onnxruntime 1.32.0, cannot be imported"
+
+
 def test_crashing_runtime_is_a_failed_row_not_a_dead_sweep(tmp_path, monkeypatch):
     from benchmarks import executor
 

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray at import: loopback only
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-ray = pytest.importorskip("ray", reason="the test extra installs ray")
+import ray  # noqa: E402  (the test extra installs it)
 
 from benchmarks.executor import LocalExecutor  # noqa: E402
 from benchmarks.executor_ray import RayExecutor  # noqa: E402

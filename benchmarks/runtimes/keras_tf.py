@@ -15,8 +15,8 @@ def gpu_unavailable() -> str | None:
 
     if not tf.config.list_physical_devices("GPU"):
         built = tf.test.is_built_with_cuda()
-        return ("TensorFlow sees no GPU" + ("" if built else " (this TensorFlow build has no CUDA; install the gpu "
-                                                             "extra: tensorflow[and-cuda])"))
+        return ("TensorFlow sees no GPU" + ("" if built else " (this TensorFlow build has no CUDA; on an NVIDIA "
+                                                             "machine `make gpu` installs tensorflow[and-cuda])"))
     return None
 
 

@@ -2,8 +2,46 @@
 from __future__ import annotations
 
 import time
+from importlib import metadata
 
 from .loaded import Loaded
+
+# distributions that all install the one `onnxruntime` module: exactly one of them may be installed
+BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
+GPU_SETUP = "`make gpu` installs the GPU builds in place of the CPU ones"
+
+
+def installed_builds() -> dict[str, str]:
+    """{distribution: version} of the ONNX Runtime builds pip has installed."""
+    found = {}
+    for name in BUILDS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def describe_build(builds: dict[str, str], providers: list[str] | None) -> str:
+    """One line for `benchmarks run`: which ONNX Runtime build is installed and the providers it offers; two
+    builds over one module (e.g. onnxruntime beside onnxruntime-gpu) are said to be a broken install."""
+    names = ", ".join(f"{name} {version}" for name, version in builds.items()) or "no ONNX Runtime build"
+    if len(builds) > 1:
+        return (f"ONNX Runtime: {names} are installed over one `onnxruntime` module (a broken install; ONNX "
+                f"Runtime supports one build at a time): {GPU_SETUP}")
+    if providers is None:
+        return f"ONNX Runtime: {names}, cannot be imported"
+    return f"ONNX Runtime: {names}, providers {', '.join(providers)}"
+
+
+def build_line() -> str:
+    try:
+        import onnxruntime
+
+        providers = list(onnxruntime.get_available_providers())
+    except (ImportError, AttributeError):  # AttributeError: the module a removed second build left broken
+        providers = None
+    return describe_build(installed_builds(), providers)
 
 
 def cpu_unavailable() -> str | None:
@@ -22,7 +60,7 @@ def provider_unavailable(provider: str) -> str | None:
 
     if provider not in onnxruntime.get_available_providers():
         return (f"{provider} is not in this onnxruntime build's providers "
-                f"({', '.join(onnxruntime.get_available_providers())}); install the gpu extra on an NVIDIA machine")
+                f"({', '.join(onnxruntime.get_available_providers())}); on an NVIDIA machine {GPU_SETUP}")
     return None
 
 
