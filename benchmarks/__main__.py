@@ -1,4 +1,4 @@
-"""python -m benchmarks {run,report}"""
+"""python -m benchmarks {run,report,compare,profile}"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,6 +74,35 @@ def _report(args):
     console().print("report: " + ", ".join(str(p) for p in paths))
 
 
+def _profile(args):
+    from . import profile
+
+    batch = positive_int(args.batch, "--batch")
+    threads = positive_int(args.threads, "--threads") if args.threads else None
+    runs = positive_int(args.runs, "--runs")
+    subject = profile.resolve(args.model, args.variant, batch, tiny=args.tiny, cache=args.cache_dir)
+    result = profile.run_profile(subject, args.runtime, runs=runs, batch=batch, threads=threads)
+    path = profile.save(result, Path(args.out))
+    if args.json:
+        import json
+
+        print(json.dumps(result.to_json(), indent=1))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{result.model} {result.variant} on {result.runtime}: {result.total_ms:.3f} ms per run "
+                        f"in ops (batch {result.batch}, {result.threads} threads, {result.runs} runs)")
+    for col in ("#", "layer", "ms", "share", "ops", "op types"):
+        table.add_column(col, justify="right" if col in ("#", "ms", "share", "ops") else "left")
+    for i, layer in enumerate(result.layers[:args.top], 1):
+        table.add_row(str(i), layer.layer, f"{layer.ms:.4f}", f"{layer.share:.1%}", str(layer.ops),
+                      ", ".join(layer.op_types))
+    out = console()
+    out.print(table)
+    out.print(f"profile: {path} ({result.profiler})")
+    return 0
+
+
 def _store_at(path: str):
     from .store import Store
 
@@ -129,6 +158,19 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--out", default="results")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("profile", help="per-layer profile of one variant with the runtime's own op profiler")
+    p.add_argument("model", help="zoo name or a .tflite/.onnx file")
+    p.add_argument("--variant", default=None, help="e.g. onnx-int8 (required for a zoo name)")
+    p.add_argument("--runtime", default=None, help="onnxruntime-cpu for .onnx (default), litert for .tflite")
+    p.add_argument("--runs", default="50", help="profiled runs after 5 warm-up runs (default 50)")
+    p.add_argument("--batch", default="1")
+    p.add_argument("--threads", default=None, help="default: all cores")
+    p.add_argument("--top", type=int, default=15, help="layers to print (default 15)")
+    p.add_argument("--tiny", action="store_true", help="use the zoo's tiny configuration")
+    p.add_argument("--out", default="results", help="results directory; the profile goes to OUT/profiles/")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(fn=_profile)
     args = parser.parse_args(argv)
     return args.fn(args)
 

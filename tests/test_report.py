@@ -1,0 +1,135 @@
+"""Report summary, unavailable runtimes, warnings beyond noise and profiles, on hand-made rows."""
+import json
+
+import pytest
+
+from benchmarks import report, report_summary as rs
+
+
+def row(variant, runtime, p50, metric=0.9, size=1000, batch=1, threads=2, p90=None, **kw):
+    base = dict(key=f"{kw.get('model', 'm')}-{variant}-{runtime}-{batch}-{threads}-{p50}", model="m", model_key="m-1",
+                variant=variant, runtime=runtime, provider="cpu", batch=batch, threads=threads, status="ok",
+                reason=None, metric_name="accuracy", higher_is_better=1, metric=metric, size=size, size_gzip=size // 2,
+                init_ms=1.0, first_ms=1.0, runs=50, min_ms=p50, mean_ms=p50, std_ms=0.01, p50_ms=p50,
+                p90_ms=p50 * 1.02 if p90 is None else p90, p99_ms=p50 * 1.05, max_ms=p50 * 2,
+                host="h | Xeon | 2 cores | avx2", versions={"tf": "x"}, git_rev="abc", created="now")
+    base.update(kw)
+    return base
+
+
+def choice_for(rows, runtime):
+    (c,) = [c for c in rs.choose(rows) if c.runtime == runtime]
+    return c
+
+
+def test_summary_picks_the_fastest_variant_within_one_point():
+    rows = [row("fp32", "keras", 3.0, 0.90),
+            row("tflite-fp32", "litert", 1.0, 0.90, size=4000),
+            row("tflite-float16", "litert", 0.9, 0.90, size=2000),
+            row("tflite-int8", "litert", 0.4, 0.895, size=1000),  # -0.5 point: allowed
+            row("tflite-dynamic", "litert", 0.3, 0.85, size=1000),  # faster, but -5 points
+            row("tflite-int8", "litert", 0.2, 0.895, size=1000, batch=32)]  # no fp32 at batch 32: not comparable
+    c = choice_for(rows, "litert")
+    assert c.best["variant"] == "tflite-int8" and c.best["batch"] == 1
+    assert c.speedup == pytest.approx(2.5) and c.size_ratio == pytest.approx(0.25)
+    assert c.metric_change == pytest.approx(-0.005)
+    md = report.markdown(rows)
+    assert ("| m | litert | tflite-fp32 | 0.9000 | 1.000 | 3.9 | tflite-int8 | 1 | 2 | 0.400 | 2.50× | 0.25 "
+            "| -0.0050 |") in md
+    assert "- **m**: **tflite-int8 on litert** (batch 1, 2 threads): p50 0.400 ms, 2.50× faster than tflite-fp32" in md
+    assert md.index("## Summary") < md.index("## Details")
+
+
+def test_lower_is_better_metric_uses_its_direction():
+    lib = dict(metric_name="rmse", higher_is_better=0)
+    rows = [row("fp32", "keras", 3.0, 0.50, **lib),
+            row("onnx-fp32", "onnxruntime-cpu", 1.0, 0.50, **lib),
+            row("onnx-float16", "onnxruntime-cpu", 0.8, 0.504, **lib),  # +0.004 rmse: within 1 % of 0.50
+            row("onnx-int8", "onnxruntime-cpu", 0.5, 0.40, **lib),  # lower rmse is better: allowed, and fastest
+            row("tflite-fp32", "litert", 1.0, 0.50, **lib),
+            row("tflite-int8", "litert", 0.5, 0.52, **lib)]  # +0.02 rmse: 4 %, outside the budget
+    assert choice_for(rows, "onnxruntime-cpu").best["variant"] == "onnx-int8"
+    litert = choice_for(rows, "litert")
+    assert litert.best is litert.baseline and litert.note == "no other variant within 1 point is faster"
+
+
+def test_nothing_within_budget_says_so():
+    rows = [row("fp32", "keras", 3.0, 0.90),
+            row("tflite-fp32", "litert", 1.0, 0.85),  # the conversion itself lost 5 points
+            row("tflite-int8", "litert", 0.4, 0.80)]
+    c = choice_for(rows, "litert")
+    assert c.best is None and c.baseline["variant"] == "tflite-fp32"
+    assert c.note == "no variant within 1 point of Keras fp32 (accuracy 0.9000)"
+    assert "| m | litert | tflite-fp32 | 0.8500 | 1.000 | 1.0 | — |" in report.markdown(rows)
+
+
+def test_unavailable_runtimes_are_listed_once_and_never_as_rows():
+    reason = "CUDAExecutionProvider is not in this onnxruntime build's providers (CPUExecutionProvider)"
+    rows = [row("fp32", "keras", 3.0), row("onnx-fp32", "onnxruntime-cpu", 1.0)]
+    rows += [row(v, "onnxruntime-cuda", 0, status="unavailable", reason=reason, p50_ms=None, model=m)
+             for v in ("onnx-fp32", "onnx-int8", "onnx-float16") for m in ("m", "other")]
+    md = report.markdown(rows)
+    assert md.count(reason) == 1 and "- onnxruntime-cuda: " + reason in md
+    assert "To enable: on a machine with an NVIDIA GPU" in md and "(6 row(s) not measured)" in md
+    assert "| onnxruntime-cuda |" not in md and "| onnx-int8 |" not in md
+    page = report.html(rows)
+    assert page.count("CUDAExecutionProvider is not in") == 1 and "<td>onnxruntime-cuda</td>" not in page
+    assert [c.runtime for c in rs.choose(rows)] == ["keras", "onnxruntime-cpu"]
+
+
+def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause():
+    rows = [row("onnx-fp32", "onnxruntime-cpu", 1.0), row("onnx-int8", "onnxruntime-cpu", 2.0),  # clear
+            row("tflite-fp32", "litert", 0.002), row("tflite-int8", "litert", 0.0025),  # µs jitter: below the floor
+            row("tflite-fp32", "litert", 1.0, threads=1, p90=1.6),
+            row("tflite-int8", "litert", 1.3, threads=1, p90=1.4),  # +30 % but within fp32's own spread
+            row("tflite-fp32", "litert-noxnnpack", 1.0), row("tflite-int8", "litert-noxnnpack", 1.5)]
+    warnings = rs.slower_than_fp32(rows)
+    assert [w.text.split(" (")[0] for w in warnings] == [
+        "onnx-int8 is slower than onnx-fp32 on onnxruntime-cpu at batch 1, 2 threads",
+        "tflite-int8 is slower than tflite-fp32 on litert-noxnnpack at batch 1, 2 threads"]
+    assert "without VNNI-INT8" in warnings[0].text and "builtin int8 kernels without XNNPACK" in warnings[1].text
+    vnni = [dict(r, host="h | Xeon | 2 cores | avx2 avx512f avx512_vnni") for r in rows[:2]]
+    assert "this host has VNNI" in rs.slower_than_fp32(vnni)[0].text
+    tiny = [row("onnx-fp32", "onnxruntime-cpu", 0.03), row("onnx-int8", "onnxruntime-cpu", 0.06)]
+    assert "µs-scale graph" in rs.slower_than_fp32(tiny)[0].text
+    # the console keeps its one-line form; a repeated row does not repeat its warning
+    assert report.slower_quantized(rows + [dict(rows[1], key="again")])[0].startswith("m: onnx-int8 is slower")
+    assert len(report.slower_quantized(rows + [dict(rows[1], key="again")])) == 2
+
+
+def test_warnings_are_grouped_per_model():
+    rows = [row("onnx-fp32", "onnxruntime-cpu", 1.0, model=m) for m in ("a", "b")]
+    rows += [row("onnx-int8", "onnxruntime-cpu", 2.0, model=m) for m in ("a", "b")]
+    md = report.markdown(rows)
+    section = md[md.index("## Warnings"):md.index("## Details")]
+    assert section.count("### a") == 1 and section.count("### b") == 1 and section.count("WARNING:") == 2
+    assert section.index("### a") < section.index("### b")
+
+
+def test_report_shows_fp32_and_int8_profiles_side_by_side(tmp_path):
+    rows = [row("fp32", "keras", 3.0), row("onnx-fp32", "onnxruntime-cpu", 1.0),
+            row("onnx-int8", "onnxruntime-cpu", 0.5)]
+    (tmp_path / "profiles").mkdir()
+    for variant, conv, dense in (("onnx-fp32", 0.6, 0.3), ("onnx-int8", 0.2, 0.25)):
+        total = conv + dense
+        (tmp_path / "profiles" / f"m--{variant}--onnxruntime-cpu.json").write_text(json.dumps({
+            "model": "m", "variant": variant, "runtime": "onnxruntime-cpu", "path": "x", "runs": 50, "batch": 1,
+            "threads": 2, "total_ms": total, "profiler": "onnxruntime test", "created": "now",
+            "layers": [{"layer": "conv2d", "ms": conv, "share": conv / total, "ops": 1, "op_types": ["Conv"]},
+                       {"layer": "dense", "ms": dense, "share": dense / total, "ops": 1, "op_types": ["Gemm"]}]}))
+    (tmp_path / "profiles" / "broken.json").write_text("{")
+    md, page, _ = (p.read_text() for p in report.write(rows, tmp_path))
+    assert "## Per-layer profiles" in md
+    assert "| layer | onnx-fp32 ms | share | onnx-int8 ms | share | int8 speedup |" in md
+    assert "| conv2d | 0.600 | 67% | 0.200 | 44% | 3.00× |" in md
+    assert "| dense | 0.300 | 33% | 0.250 | 56% | 1.20× |" in md
+    assert "Per-layer profiles" in page and "<td>conv2d</td>" in page
+
+
+def test_page_inlines_plotly_once_and_needs_no_network(tmp_path):
+    rows = [row("fp32", "keras", 3.0), row("tflite-fp32", "litert", 1.0), row("tflite-int8", "litert", 0.4)]
+    page = report.write(rows, tmp_path)[1].read_text()
+    assert page.count("plotly.js v") == 1  # the library's banner: one copy for the whole page
+    assert "<script src=" not in page and "<link" not in page  # nothing to fetch: works offline
+    assert "class='sortable'" in page and "<details class='model' open" in page
+    assert page.index("Summary (budget: 1 point)") < page.index("Per model")
