@@ -90,14 +90,15 @@ def _profile(args):
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{result.model} {result.variant} on {result.runtime}: {result.total_ms:.3f} ms per run "
-                        f"in ops (batch {result.batch}, {result.threads} threads, {result.runs} runs)")
+    table = Table()
     for col in ("#", "layer", "ms", "share", "ops", "op types"):
         table.add_column(col, justify="right" if col in ("#", "ms", "share", "ops") else "left")
     for i, layer in enumerate(result.layers[:args.top], 1):
         table.add_row(str(i), layer.layer, f"{layer.ms:.4f}", f"{layer.share:.1%}", str(layer.ops),
                       ", ".join(layer.op_types))
     out = console()
+    out.print(f"{result.model} {result.variant} on {result.runtime}: {result.total_ms:.3f} ms per run in its ops "
+              f"(median of {result.runs} runs, batch {result.batch}, {result.threads} threads)")
     out.print(table)
     out.print(f"profile: {path} ({result.profiler})")
     return 0

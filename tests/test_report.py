@@ -133,3 +133,10 @@ def test_page_inlines_plotly_once_and_needs_no_network(tmp_path):
     assert "<script src=" not in page and "<link" not in page  # nothing to fetch: works offline
     assert "class='sortable'" in page and "<details class='model' open" in page
     assert page.index("Summary (budget: 1 point)") < page.index("Per model")
+
+
+def test_a_speedup_within_the_rows_spread_is_not_a_recommendation():
+    rows = [row("fp32", "keras", 3.0), row("tflite-fp32", "litert", 1.0, p90=1.6), row("tflite-int8", "litert", 0.8)]
+    c = choice_for(rows, "litert")
+    assert c.best is c.baseline and c.speedup == 1.0
+    assert c.note.startswith("tflite-int8 is 1.25× faster at p50, but within the rows' spread (p90 - p50 up to 0.600")

@@ -1,0 +1,67 @@
+"""benchmarks profile: ONNX Runtime's own op profiler on a tiny zoo model, ops mapped back to Keras layers."""
+import json
+
+import pytest
+
+from benchmarks import profile, variants
+from conftest import tiny_trained
+
+
+@pytest.fixture(scope="module")
+def cnn_variants(cache_dir):
+    """The tiny cnn's onnx/tflite variants, built where the sweep keeps them (what `profile cnn --tiny` reuses)."""
+    trained = tiny_trained("cnn")
+    work = cache_dir / "variants" / trained.path.stem
+    return trained, {v: variants.build(variants.by_name(v), trained, work) for v in ("onnx-fp32", "onnx-int8",
+                                                                                     "tflite-int8")}
+
+
+@pytest.mark.parametrize("variant", ["onnx-fp32", "onnx-int8"])
+def test_onnx_profile_maps_ops_to_the_keras_layers(cnn_variants, variant, tmp_path):
+    trained, paths = cnn_variants
+    subject = profile.resolve("cnn", variant, batch=1, tiny=True)
+    assert subject.path == paths[variant]  # the sweep's cached artifact, not a rebuild
+    names = {layer.name for layer in trained.load().layers}
+    result = profile.run_profile(subject, runs=10, threads=1)
+    mapped = [x.layer for x in result.layers if not x.layer.startswith("(no Keras layer)")]
+    assert set(mapped) <= names and {"conv2d", "dense"} <= {n.split("_")[0] for n in mapped}
+    assert sum(x.ms for x in result.layers if x.layer in names) > 0.7 * result.total_ms  # most time is in layers
+    assert sum(x.share for x in result.layers) == pytest.approx(1.0)
+    assert [x.ms for x in result.layers] == sorted((x.ms for x in result.layers), reverse=True)
+    if variant == "onnx-int8":
+        assert any("QLinear" in t for x in result.layers for t in x.op_types)
+    saved = json.loads(profile.save(result, tmp_path).read_text())
+    assert saved["variant"] == variant and saved["layers"][0]["layer"] == result.layers[0].layer
+
+
+def test_a_bare_onnx_file_maps_ops_by_their_scope(cnn_variants, tmp_path):
+    _, paths = cnn_variants
+    subject = profile.resolve(str(paths["onnx-fp32"]), None, batch=1)
+    result = profile.run_profile(subject, runs=5, threads=1)
+    assert result.model == "onnx-fp32" and {"conv2d", "dense"} & {x.layer for x in result.layers}
+
+
+def test_layer_names_from_op_paths():
+    layers = {"conv2d", "dense_1"}
+    assert profile.layer_of("cnn/conv2d/BiasAdd_quant_token_1", layers) == "conv2d"
+    assert profile.layer_of("dense_1_DequantizeLinear", layers) == "dense_1"
+    assert profile.layer_of("image_q", layers) is None
+    assert profile.layer_of("model/block/conv2d/Conv2D", None) == "conv2d"
+
+
+def test_litert_profile_says_why_there_is_none(cnn_variants, cli, tmp_path):
+    res = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "tflite-int8", "--out", tmp_path)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "exposes no op profiler to Python" in res.stderr and "ai-edge-litert" in res.stderr
+    assert not (tmp_path / "profiles").exists()
+
+
+def test_profile_cli_prints_layers_and_json(cnn_variants, cli, tmp_path):
+    res = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "onnx-int8", "--runs", "5", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "cnn onnx-int8 on onnxruntime-cpu" in res.stdout and "conv2d" in res.stdout
+    res = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "onnx-int8", "--runs", "5", "--json",
+              "--out", tmp_path)
+    assert json.loads(res.stdout)["layers"][0]["share"] > 0
+    bad = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "fp32", "--out", tmp_path)
+    assert bad.returncode == 2 and "profile a tflite or onnx variant" in bad.stderr
