@@ -32,7 +32,7 @@ def _prune(args):
     out.print(table)
     common.print_outcome(out, outcome, plan)
     out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
-    common.save_keras(pruned, out_path)
+    common.save_result(subject, pruned, out_path)
     if m_by_n:
         saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
         bad = [k for k, ok in saved.items() if not ok]
@@ -54,12 +54,11 @@ def _cluster(args):
     common.print_outcome(out, outcome, plan)
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    common.save_keras(clustered, out_path)
+    common.save_result(subject, clustered, out_path)
     common.print_result(out, subject, before, common.metric_of(subject, clustered), out_path)
 
 
 def _qat(args):
-    from models.loading import Subject
     from models.rewrites import has_rnn, unrolled
 
     from . import qat as qat_mod
@@ -70,6 +69,8 @@ def _qat(args):
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
         plan = common.finetune_plan(args, subject)
+    for line in subject.describe():
+        out.print(line)
     before = common.metric_of(subject, subject.model)
     source = subject.model
     if out_path.suffix == ".tflite" and has_rnn(source):
@@ -90,6 +91,9 @@ def _qat(args):
             out.print(f"{key.replace('_', ' ')}: {outcome.details[key]}")
     after = common.metric_of(subject, qmodel)
     if out_path.suffix == ".keras":
+        if subject.keras == "keras3":
+            raise UserError("a QAT .keras result holds tfmot's fake-quant wrappers, which exist only in tf_keras, so it "
+                            "cannot be written back as a Keras 3 file; write the int8 model with -o FILE.tflite")
         with qat_mod.custom.quantize_scope():
             common.save_keras(qmodel, out_path)
         out.print("note: load it inside compress.custom.quantize_scope() (tfmot's quantize wrappers)")
@@ -99,7 +103,7 @@ def _qat(args):
     from export.cli_common import report
     from export.exporter import export
 
-    qsubject = Subject(subject.name, qmodel, subject.path, subject.spec, subject.config, subject.splits, subject.seed)
+    qsubject = subject.with_model(qmodel)
     with out.status("converting the QAT model to an int8 TFLite model and validating..."), \
             qat_mod.custom.quantize_scope():  # the exporter may clone the model (static batch for RNNs)
         result = export(qsubject, QuantRecipe("tflite", "dynamic"), out_path, chain=["train", args.scheme])
@@ -110,7 +114,7 @@ def _qat(args):
             distinct = max(s["distinct"] for s in stats.values())
             out.print(f"tflite weights: {len(stats)} tensor(s), {zeros:.1%} zeros, at most {distinct} distinct values")
     if before is not None:
-        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> QAT (fake-quant) {after:.4f}")
+        out.print(f"{subject.metric.name}: before {before:.4f} -> QAT (fake-quant) {after:.4f}")
     report(out, result, qsubject)
     from models.artifacts import sizes
 
@@ -130,15 +134,11 @@ def _channel_prune(args):
     common.print_outcome(out, outcome, plan)
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
-    common.save_keras(smaller, out_path)
+    common.save_result(subject, smaller, out_path)
     if args.measure:
-        from models.spec import signature_of
-        from models.training import random_inputs
-
         from .measure import fp32_tflite, litert_latency_ms
 
-        sample = (subject.splits.test.head(1).x if subject.splits is not None
-                  else random_inputs(signature_of(subject.model), 1))
+        sample = subject.splits.test.head(1).x
         with out.status("timing batch-1 LiteRT latency..."):
             base = litert_latency_ms(fp32_tflite(subject.model), sample)
             new = litert_latency_ms(fp32_tflite(smaller), sample)
@@ -163,12 +163,14 @@ def _quantize(args):
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
+    for line in subject.describe():
+        out.print(line)
     path = Path(args.output or default_output(subject.name, args.format, args.mode))
     try:
         with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
             recipe, notes = int8_flavour(subject, recipe, cache=args.cache_dir)
         with out.status(f"quantizing to {recipe}..."):
-            result = export(subject, recipe, path, check=not args.no_validate)
+            result = export(subject, recipe, path, check=not args.no_validate, max_drop=args.max_drop)
     except ValueError as e:
         if "nothing to exclude" in str(e):
             raise UserError(str(e)) from None
@@ -182,7 +184,7 @@ def _preflight(args):
 
     from models import registry
 
-    from .finetune import for_user_model
+    from .finetune import for_spec
     from .preflight import TECHNIQUES, preflight, summary
 
     out = console()
@@ -202,7 +204,7 @@ def _preflight(args):
     else:
         subject = common.load_subject(args)
         model, name = subject.model, subject.name
-        tuning = "with --data: " + for_user_model(model, None).describe()
+        tuning = for_spec(subject.spec, {}, subject.splits).describe()
     rows = preflight(model, clusters=args.clusters)
     notes: dict[str, int] = {}
     table = Table(title=f"{name}: which technique applies to which layer (nothing was run)")
@@ -227,8 +229,12 @@ def _preflight(args):
 # ------------------------------------------------------------------------------------------------ the parser
 
 
-def _common(p, output=True):
-    p.add_argument("model", metavar="MODEL", help="zoo name (trained on demand) or path to a .keras/.h5 file")
+def _common(p, output=True, max_drop=False):
+    from models.cli import add_subject_args
+
+    p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel (tf_keras or Keras 3), "
+                                                  "or a zoo name (trained on demand)")
+    add_subject_args(p, max_drop=max_drop)
     if output:
         p.add_argument("-o", "--output", default=None)
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
@@ -240,7 +246,6 @@ def _tuning(p, epochs: int, lr: float):
     p.add_argument("--epochs", type=int, default=epochs, help="fine-tuning epochs (0: one-shot, no fine-tuning)")
     p.add_argument("--lr", type=float, default=lr, help="fine-tuning learning rate")
     p.add_argument("--limit", type=int, default=None, help="fine-tune on the first N training samples only")
-    p.add_argument("--data", default=None, help="training data for a user model: .npz with arrays x and y")
 
 
 def main(argv=None):
@@ -277,7 +282,7 @@ def main(argv=None):
     p.set_defaults(fn=_qat)
 
     p = sub.add_parser("quantize", help="post-training quantization to TFLite or ONNX")
-    _common(p)
+    _common(p, max_drop=True)
     p.add_argument("--format", required=True, help="tflite | onnx")
     p.add_argument("--mode", required=True, help="tflite: fp32 | dynamic | float16 | int8 | 16x8; "
                                                  "onnx: fp32 | dynamic | int8 (static, see --onnx-int8)")

@@ -70,47 +70,27 @@ def validate(args) -> None:
 
 
 def load_subject(args):
-    from models.loading import resolve
+    from models.subject import Source, resolve
 
-    return resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
-
-
-def user_data(data_file):
-    import numpy as np
-
-    from models.spec import Split
-
-    try:
-        with np.load(data_file, allow_pickle=False) as d:
-            return Split(d["x"], d["y"])
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"cannot read training data {data_file} (need an .npz with arrays x and y): {e}") from None
+    return resolve(Source.from_args(args))
 
 
 def finetune_plan(args, subject):
-    """The fine-tuning plan: the zoo spec's train split, --data for a user model, or one-shot with the reason."""
+    """The fine-tuning plan on the subject's training data (zoo split or --data), or one-shot with the reason."""
     from . import finetune
 
+    plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, epochs=max(args.epochs, 1),
+                             lr=args.lr, limit=args.limit)
     if args.epochs == 0:
-        plan = finetune.FineTune(reason="--epochs 0 (one-shot)")
-        if subject.spec is not None:
-            plan.calibration = subject.spec.calibration(subject.splits, 64)
-        return plan
-    if args.data:
-        return finetune.for_user_model(subject.model, user_data(args.data), epochs=args.epochs,
-                                       batch_size=(subject.config or {}).get("batch_size", 32), lr=args.lr)
-    if subject.spec is None:
-        return finetune.for_user_model(subject.model, None)
-    return finetune.for_spec(subject.spec, subject.config, subject.splits, epochs=args.epochs, lr=args.lr,
-                             limit=args.limit)
+        return plan.without("--epochs 0 (one-shot)")
+    if plan.reason and subject.splits.train.y is None:
+        return plan.without("no labelled training data (pass --data with labels: an .npz with x and y, a .csv with "
+                            "--label, or an image folder)")
+    return plan
 
 
 def metric_of(subject, model):
-    from models.training import evaluate
-
-    if subject.spec is None:
-        return None
-    return evaluate(subject.spec, model, subject.splits, subject.config)
+    return subject.score(model)
 
 
 def apply_technique(args, out, doing: str, technique):
@@ -121,6 +101,8 @@ def apply_technique(args, out, doing: str, technique):
     with out.status(f"preparing {args.model}..."):
         subject = load_subject(args)
         plan = finetune_plan(args, subject)
+    for line in subject.describe():
+        out.print(line)
     before = metric_of(subject, subject.model)
     with out.status(f"{doing} ({plan.describe()})..."):
         model, outcome = technique(subject.model, plan)
@@ -140,7 +122,9 @@ def print_result(out, subject, before, after, out_path, label="after") -> None:
     from models.artifacts import sizes
 
     if before is not None:
-        out.print(f"{subject.spec.metric.name}: before {before:.4f} -> {label} {after:.4f}")
+        out.print(f"{subject.metric.name}: before {before:.4f} -> {label} {after:.4f}")
+    else:
+        out.print("accuracy unknown: no labelled data to score the model on; --data fixes it")
     src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
     raw, gz = sizes(out_path)
     out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "
@@ -153,3 +137,13 @@ def save_keras(model, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def save_result(subject, model, path: Path) -> None:
+    """Write a technique's Keras result in the Keras the user gave: a Keras 3 file gets a Keras 3 file back."""
+    if subject.keras == "keras3":
+        from models.keras3 import save_keras3
+
+        save_keras3(model, path, subject.splits.test.head(16).x)
+    else:
+        save_keras(model, path)

@@ -9,9 +9,9 @@ from models.errors import UserError
 
 def _export(args):
     from compress.ptq import QuantRecipe
-    from models.loading import resolve
+    from models.subject import Source, resolve
 
-    from .cli_common import default_output, parse_batch, report
+    from .cli_common import default_output, describe_subject, parse_batch, report
     from .exporter import export
     from .onnx import int8_flavour
 
@@ -22,15 +22,17 @@ def _export(args):
     batch = parse_batch(args.batch)
     out = console()
     with out.status(f"preparing {args.model}..."):
-        subject = resolve(args.model, tiny=args.tiny, cache=args.cache_dir, unsafe=args.unsafe)
+        subject = resolve(Source.from_args(args))
+    describe_subject(out, subject)
     path = Path(args.output or default_output(subject.name, args.command, args.quantize))
     with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
         recipe, notes = int8_flavour(subject, recipe, getattr(args, "opset", None), batch, args.cache_dir)
     with out.status(f"converting to {recipe} and validating..."):
         result = export(subject, recipe, path, opset=getattr(args, "opset", None), batch=batch,
-                        allow_flex=args.allow_flex, enforce=not args.no_validate)
+                        allow_flex=args.allow_flex, enforce=not args.no_validate, max_drop=args.max_drop)
     result.notes[:0] = notes
     report(out, result, subject)
+
 
 
 def _read_inputs(specs: list[str]) -> dict:

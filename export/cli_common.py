@@ -5,7 +5,11 @@ from models.errors import CheckFailed
 
 
 def add_model_args(p):
-    p.add_argument("model", metavar="MODEL", help="zoo name (trained on demand) or path to a .keras/.h5 file")
+    from models.cli import add_subject_args
+
+    p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel (tf_keras or Keras 3), "
+                                                  "or a zoo name (trained on demand)")
+    add_subject_args(p, max_drop=True)
     p.add_argument("-o", "--output", default=None, help="output file (default: ./<model>[-<mode>].<ext>)")
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
@@ -28,8 +32,14 @@ def default_output(name: str, fmt: str, mode: str) -> str:
     return f"{name}{'' if mode == 'fp32' else '-' + mode}.{fmt}"
 
 
+def describe_subject(out, subject) -> None:
+    """Where the model, its data and its metric came from (every command says it before it works)."""
+    for line in subject.describe():
+        out.print(line)
+
+
 def report(out, result, subject) -> None:
-    """Print sizes and validation numbers; raise CheckFailed if the parity check failed."""
+    """Print sizes and validation numbers; raise CheckFailed if the parity or metric check failed."""
     v = result.validation
     for note in result.notes:
         out.print(note)
@@ -47,6 +57,9 @@ def report(out, result, subject) -> None:
             out.print(f"top-1 agreement with Keras: {v.top1_agreement:.4f}")
         if v.metric_name:
             out.print(f"{v.metric_name}: keras fp32 {v.metric_source:.4f} -> {result.recipe} {v.metric_export:.4f}")
+        elif subject.metric is None and result.recipe.mode != "fp32":
+            out.print("accuracy unknown: " + ("calibrated on synthetic inputs, " if result.recipe.needs_calibration
+                                              else "") + "no labelled data to score the file on; --data fixes it")
     if result.written:
         out.print(f"wrote {result.path} (+ {result.path.name}.json)")
     if result.failed_check and not result.written:

@@ -14,6 +14,8 @@ from models.backend import quiet_stderr, tf
 from models.errors import UserError
 from models.spec import Inputs
 
+from .onnx_rewrites import rewrite
+
 DEFAULT_OPSET = 17
 
 
@@ -61,7 +63,7 @@ def fp32_graph(model, opset: int = DEFAULT_OPSET, batch: int | None = None) -> b
         except Exception as e:
             raise UserError(f"tf2onnx conversion failed: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
         cached.clear()  # only the latest weights' graph is worth keeping
-        cached[key] = check(proto.SerializeToString())
+        cached[key] = check(rewrite(proto.SerializeToString())[0])
     return cached[key]
 
 

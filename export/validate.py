@@ -23,6 +23,17 @@ class Validation:
     metric_source: float | None = None
     metric_export: float | None = None
     top1_agreement: float | None = None
+    #: a quantized export fails when its metric drops more than this below the Keras model's (None: not judged)
+    max_drop: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def metric_drop(self) -> float | None:
+        """How much worse the export scores than the Keras model (positive: worse), in the metric's units."""
+        if self.metric_source is None or self.metric_export is None:
+            return None
+        delta = self.metric_source - self.metric_export
+        return delta if self.higher_is_better else -delta
 
     @property
     def max_abs(self) -> float:
@@ -30,11 +41,18 @@ class Validation:
 
     @property
     def passed(self) -> bool:
+        drop = self.metric_drop
+        if self.max_drop is not None and drop is not None and not (np.isfinite(drop) and drop <= self.max_drop):
+            return False
         if self.atol is None:
             return True
         return all(np.isfinite(o.max_abs) and o.max_abs <= self.atol for o in self.outputs)
 
     def failure(self) -> str:
+        drop = self.metric_drop
+        if self.max_drop is not None and drop is not None and not (np.isfinite(drop) and drop <= self.max_drop):
+            return (f"{self.metric_name} dropped from {self.metric_source:.4f} to {self.metric_export:.4f} "
+                    f"({drop:+.4f} worse, more than the allowed {self.max_drop:g}; --max-drop to change it)")
         worst = max(self.outputs, key=lambda o: o.max_abs)
         return f"output {worst.name!r} drifted: max abs error {worst.max_abs:.3g} > tolerance {self.atol:.3g}"
 

@@ -56,3 +56,22 @@ def run(main, argv=None) -> int:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: {type(e).__name__}: {first[:300]} (set CT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
+
+
+def add_subject_args(p, max_drop: bool = False):
+    """The options that say what a MODEL is judged on: its data, metric and code (every command that takes MODEL)."""
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="your data: .npz (x and y, or one array per input + y), a .csv (with --label), a folder of "
+                        "images (one sub-folder per class) or an .npy of inputs only; a seeded 20%% hold-out "
+                        "scores the metric unless --eval-data is given")
+    p.add_argument("--eval-data", default=None, metavar="PATH", help="evaluation data apart from --data (same formats)")
+    p.add_argument("--metric", default=None, metavar="NAME",
+                   help="accuracy | top5_accuracy | roc_auc (auc) | pr_auc | mse | mae | rmse (default: from the "
+                        "model's compile config and output)")
+    p.add_argument("--label", default=None, metavar="COLUMN", help="the label column of a .csv --data file")
+    p.add_argument("--custom-objects", default=None, metavar="FILE.py|MODULE",
+                   help="import your code (custom layers, losses, metrics) so the model loads; runs that code")
+    if max_drop:
+        p.add_argument("--max-drop", type=float, default=0.01,
+                       help="a quantized file whose metric drops more than this (in the metric's units) is not "
+                            "written (default 0.01: one point of accuracy)")

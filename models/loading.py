@@ -8,7 +8,6 @@ from pathlib import Path
 
 from . import registry
 from .errors import UserError
-from .spec import ModelSpec, Splits
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
@@ -46,9 +45,12 @@ def _refuse(path: Path, what: str):
                     f"the file ({UNSAFE_HINT})")
 
 
-def _module_allowed(module: str, class_name: str, registered_name) -> bool:
-    """Keras' own objects, or objects registered in this process (the zoo's custom layers and losses)."""
+def _module_allowed(module: str, class_name: str, registered_name, trusted=()) -> bool:
+    """Keras' own objects, objects registered in this process (the zoo's custom layers and losses), or
+    objects from the user's ``--custom-objects`` code (an explicit trust decision)."""
     if module in ("keras", "tf_keras") or module.startswith(("keras.", "tf_keras.")):
+        return True
+    if class_name in trusted or registered_name in trusted:
         return True
     from .backend import keras
 
@@ -56,7 +58,7 @@ def _module_allowed(module: str, class_name: str, registered_name) -> bool:
     return obj is not None and getattr(obj, "__module__", None) == module
 
 
-def _scan_config(config, path: Path) -> None:
+def _scan_config(config, path: Path, trusted=()) -> None:
     """Refuse serialized Python code before Keras sees the config.
 
     Lambda layers (and ``lambda`` objects in wrappers) carry marshalled bytecode that Keras would run;
@@ -84,15 +86,16 @@ def _scan_config(config, path: Path) -> None:
                 _refuse(path, f"serialized Python code (a lambda in {class_name or 'a layer'})")
         module = node.get("module")
         if class_name is not None and isinstance(module, str) and not _module_allowed(
-                module, str(class_name), node.get("registered_name")):
+                module, str(class_name), node.get("registered_name"), trusted):
             inner = node.get("config")
             name = inner if class_name == "function" and isinstance(inner, str) else class_name
             _refuse(path, f"a reference to the Python object {module}.{name}, which is neither part of Keras "
-                          "nor registered here")
+                          "nor registered here (if it is your own layer, pass the code that defines it with "
+                          "--custom-objects FILE.py)")
         stack.extend((v, depth + 1) for v in node.values())
 
 
-def _check_safe(path: Path, kind: str) -> None:
+def _check_safe(path: Path, kind: str, trusted=()) -> None:
     """Read the model's config without building anything and refuse code in it (see _scan_config)."""
     import json
     import zipfile
@@ -130,10 +133,29 @@ def _check_safe(path: Path, kind: str) -> None:
         raise
     except Exception as e:  # a corrupt archive or HDF5 file, or a config that is not JSON
         raise UserError(f"cannot load {path} as a Keras model: {_first_line(e)}") from None
-    _scan_config(config, path)
+    _scan_config(config, path, trusted)
 
 
-def _check_savedmodel_safe(path: Path) -> None:
+def compile_config(path: Path) -> dict:
+    """The loss and metrics a model file was compiled with (``{}`` if none or unreadable)."""
+    import json
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                config = json.loads(zf.read("config.json"))
+            return (config.get("compile_config") or {}) if isinstance(config, dict) else {}
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("training_config")
+        return json.loads(text) if text else {}
+    except Exception:  # no compile config to infer from: the caller says so
+        return {}
+
+
+def _check_savedmodel_safe(path: Path, trusted=()) -> None:
     metadata = path / "keras_metadata.pb"
     if not metadata.exists():
         return
@@ -148,7 +170,7 @@ def _check_savedmodel_safe(path: Path) -> None:
     except Exception as e:
         raise UserError(f"cannot load {path} as a Keras model: keras_metadata.pb: {_first_line(e)}") from None
     for config in configs:
-        _scan_config(config, path)
+        _scan_config(config, path, trusted)
 
 
 def _first_line(e: BaseException) -> str:
@@ -190,16 +212,35 @@ def _weights_read_at_once():
         saving_lib.H5IOStore = original
 
 
-def load_keras(path: str | Path, unsafe: bool = False):
-    """Load a ``.keras``/``.h5`` file or SavedModel directory, in Keras safe mode unless ``unsafe``.
+@dataclass
+class Loaded:
+    """A model file as the toolkit works on it: a tf_keras model, and the Keras that wrote the file."""
+
+    model: object  # tf_keras (a Keras 3 model is bridged; see models/keras3.py)
+    keras: str  # "tf_keras" | "keras3"
+    original: object = None  # the Keras 3 model itself, when bridged
+
+
+def load_keras(path: str | Path, unsafe: bool = False, custom_objects: dict | None = None):
+    """A ``.keras``/``.h5`` file or SavedModel directory as a tf_keras model (see :func:`load_model_file`)."""
+    return load_model_file(path, unsafe, custom_objects).model
+
+
+def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict | None = None,
+                    parity_inputs=None) -> Loaded:
+    """Load a model file with the Keras that wrote it, in safe mode unless ``unsafe``.
 
     Safe mode refuses serialized Python code (Lambda layers, lambdas, objects from modules outside
-    Keras that are not registered here) for every format, ``.h5`` and SavedModel included, with a
-    message that says so. Any other problem with the file is a :class:`UserError` with one line.
+    Keras that are neither registered here nor in ``custom_objects``) for every format, ``.h5`` and
+    SavedModel included, with a message that says so. A Keras 3 file is bridged to tf_keras (checked by
+    output parity on ``parity_inputs``, synthetic if None). Any other problem is a one-line :class:`UserError`.
     """
     from .backend import keras, quiet_stderr
+    from .keras3 import written_by
 
     registry.names()  # registers the zoo's custom layers for deserialisation
+    custom_objects = dict(custom_objects or {})
+    trusted = set(custom_objects) | {getattr(c, "__name__", "") for c in custom_objects.values()}
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}")
@@ -208,7 +249,7 @@ def load_keras(path: str | Path, unsafe: bool = False):
         raise UserError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
     if is_savedmodel:
         if not unsafe:
-            _check_savedmodel_safe(path)
+            _check_savedmodel_safe(path, trusted)
     else:
         suffix = path.suffix.lower()
         if suffix in EXPORTED_SUFFIXES:
@@ -228,48 +269,57 @@ def load_keras(path: str | Path, unsafe: bool = False):
         if kind == "zip" and suffix != ".keras":
             raise UserError(f"{path} is a .keras (zip) archive with a {suffix} name; rename it to .keras")
         if not unsafe:
-            _check_safe(path, kind)
+            _check_safe(path, kind, trusted)
+    if written_by(path) == "keras3":
+        return _load_keras3(path, unsafe, custom_objects, is_savedmodel, parity_inputs)
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     try:
         with quiet_stderr(), SafeModeScope(not unsafe), _weights_read_at_once():
             if path.suffix.lower() == ".keras" and not is_savedmodel:
-                model = keras.models.load_model(path, safe_mode=not unsafe, compile=True)
+                model = keras.models.load_model(path, safe_mode=not unsafe, compile=True,
+                                                custom_objects=custom_objects or None)
             else:
-                model = keras.models.load_model(path, compile=True)
+                model = keras.models.load_model(path, compile=True, custom_objects=custom_objects or None)
     except Exception as e:  # Keras raises many types for bad files; the user needs one line
-        text = str(e)
-        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
-            _refuse(path, "serialized Python code (a Lambda layer or lambda)")
-        raise UserError(f"cannot load {path} as a Keras model: {_first_line(e)}") from None
+        raise _load_error(path, e) from None
     if not isinstance(model, keras.Model):
         raise UserError(f"cannot load {path} as a Keras model: it holds a {type(model).__name__}, not a model")
-    return model
+    return Loaded(model, "tf_keras")
 
 
-@dataclass
-class Subject:
-    """The model a command works on, with its spec and data when it comes from the zoo."""
-
-    name: str
-    model: object
-    path: Path
-    spec: ModelSpec | None = None
-    config: dict | None = None
-    splits: Splits | None = None
-    seed: int = 0
+def _load_error(path: Path, e: Exception) -> UserError:
+    text = str(e)
+    if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+        return UserError(f"{path} contains serialized Python code (a Lambda layer or lambda); refused in safe mode "
+                         f"because loading it would run code from the file ({UNSAFE_HINT})")
+    if "Unknown layer" in text or "Could not locate class" in text or "must be an instance of class Layer" in text:
+        return UserError(f"cannot load {path}: it uses a class Keras does not know ({_first_line(e)}); pass the code "
+                         "that defines it with --custom-objects FILE.py")
+    return UserError(f"cannot load {path} as a Keras model: {_first_line(e)}")
 
 
-def resolve(arg: str, tiny: bool = False, seed: int = 0, cache=None, unsafe: bool = False) -> Subject:
-    """A zoo name is trained on demand (cached); anything path-like is loaded from disk."""
-    if arg in registry.names():
-        from .training import train
+def _load_keras3(path: Path, unsafe: bool, custom_objects: dict, is_savedmodel: bool, parity_inputs) -> Loaded:
+    from .backend import quiet_stderr
+    from .keras3 import keras3, to_tf_keras
 
-        spec = registry.get(arg)
-        trained = train(spec, tiny=tiny, seed=seed, cache=cache)
-        return Subject(spec.name, trained.load(), trained.path, spec, trained.config, trained.splits(), seed)
-    if _looks_like_path(arg):
-        path = Path(arg)
-        return Subject(path.stem, load_keras(path, unsafe=unsafe), path)
-    registry.get(arg)  # raises "unknown model ...; valid: ..."
-    raise AssertionError("unreachable")
+    if is_savedmodel:
+        raise UserError(f"{path} is a SavedModel written by Keras 3's model.export: it holds a TensorFlow graph, no "
+                        "Keras layers to prune or re-export; pass the .keras file the model was saved to instead")
+    k3 = keras3()
+    try:
+        with quiet_stderr():
+            model = k3.saving.load_model(path, safe_mode=not unsafe, compile=True, custom_objects=custom_objects or None)
+    except Exception as e:  # as for tf_keras files: one line
+        raise _load_error(path, e) from None
+    if not isinstance(model, k3.Model):
+        raise UserError(f"cannot load {path} as a Keras model: it holds a {type(model).__name__}, not a model")
+    return Loaded(to_tf_keras(model, inputs=parity_inputs), "keras3", model)
+
+
+def __getattr__(name):  # Subject and resolve moved to models.subject; old imports keep working
+    if name in ("Subject", "resolve"):
+        from . import subject
+
+        return getattr(subject, name)
+    raise AttributeError(name)

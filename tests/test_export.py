@@ -157,7 +157,7 @@ def test_user_savedmodel_and_h5_files_export(tmp_path):
     for arg in (tmp_path / "m.h5", tmp_path / "saved"):
         subject = resolve(str(arg))
         result = exporter.export(subject, QuantRecipe("onnx"), tmp_path / "u.onnx")
-        assert result.written and result.validation.inputs_from.startswith("random inputs")
+        assert result.written and result.validation.inputs_from.startswith("synthetic inputs")
 
 
 def test_lambda_layers_need_unsafe(tmp_path):

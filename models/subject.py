@@ -1,0 +1,282 @@
+"""What every command works on: a model, its data and its metric, from a zoo name or the user's own files.
+
+A zoo name brings its spec's dataset and metric; a user file brings ``--data`` (or synthetic inputs shaped
+by what the model declares, with the metric unknown) and ``--metric`` (or one inferred from the file's
+compile config). Both become the same :class:`Subject`, with a :class:`~models.spec.ModelSpec` either way,
+so compress, export and benchmarks never ask which it was.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import registry
+from .errors import UserError
+from .spec import Metric, ModelSpec, Split, Splits, n_samples, signature_of
+
+SYNTHETIC_CALIBRATION = 128
+SYNTHETIC_EVAL = 32
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a subject comes from: the command-line arguments, in a form a child process can be sent."""
+
+    model: str
+    data: str | None = None
+    eval_data: str | None = None
+    metric: str | None = None
+    label: str | None = None
+    custom_objects: str | None = None
+    unsafe: bool = False
+    tiny: bool = False
+    seed: int = 0
+    cache: str | None = None
+
+    @classmethod
+    def from_args(cls, args, model: str | None = None) -> "Source":
+        get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+        return cls(model or args.model, get("data"), get("eval_data"), get("metric"), get("label"),
+                   get("custom_objects"), bool(get("unsafe", False)), bool(get("tiny", False)), get("seed", 0) or 0,
+                   None if get("cache_dir") is None else str(get("cache_dir")))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Subject:
+    """A model (tf_keras; bridged when the file was written by Keras 3), its spec, data and metric."""
+
+    name: str
+    model: object
+    path: Path
+    spec: ModelSpec | None = None
+    config: dict | None = None
+    splits: Splits | None = None
+    seed: int = 0
+    keras: str = "tf_keras"  # which Keras wrote the file: results in Keras format are written back in it
+    data_from: str = ""
+    metric_from: str = ""
+    notes: list[str] = field(default_factory=list)
+    custom_objects: dict = field(default_factory=dict)
+
+    @property
+    def metric(self) -> Metric | None:
+        """The task metric, or None when there are no labels to compute it (synthetic inputs, an .npy)."""
+        if self.spec is None or self.spec.metric is None or self.splits is None:
+            return None
+        if self.splits.test.y is None and self.spec.score_fn is None:
+            return None
+        return self.spec.metric
+
+    def score(self, model) -> float | None:
+        """The task metric of a Keras model on the evaluation split (None without labels)."""
+        from .training import keras_predict
+
+        return self.score_predict(keras_predict(model))
+
+    def score_predict(self, predict) -> float | None:
+        if self.metric is None:
+            return None
+        return self.spec.score(predict, self.splits.test, self.config or {})
+
+    def calibration(self, n: int = 100):
+        return self.spec.calibration(self.splits, min(n, n_samples(self.splits.train.x)))
+
+    def with_model(self, model) -> "Subject":
+        return dataclasses.replace(self, model=model)
+
+    def describe(self) -> list[str]:
+        """What the output says about where the model, data and metric came from."""
+        lines = list(self.notes)
+        if self.data_from:
+            lines.append(f"data: {self.data_from}")
+        if self.metric_from:
+            lines.append(f"metric: {self.metric_from}")
+        return lines
+
+
+# -------------------------------------------------------------------------------------------- custom objects
+
+def import_custom_objects(ref: str | None) -> dict:
+    """Import the user's ``--custom-objects`` (a .py file or a module name): its layers, losses and metrics by name.
+
+    Importing runs the user's code: like ``--unsafe``, passing it is the user's decision to trust it.
+    """
+    if not ref:
+        return {}
+    path = Path(ref)
+    try:
+        if path.suffix == ".py" or path.exists():
+            if not path.is_file():
+                raise UserError(f"--custom-objects {ref}: no such file")
+            name = f"ct_custom_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+            module = sys.modules.get(name)  # imported once per process: Keras refuses to register a class twice
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+        else:
+            module = importlib.import_module(ref)
+    except UserError:
+        raise
+    except Exception as e:  # the user's code failed to import: say where, in one line
+        raise UserError(f"--custom-objects {ref}: importing it failed: {type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+    objects = {}
+    for attr, value in vars(module).items():
+        if isinstance(value, type) and getattr(value, "__module__", None) == module.__name__:
+            objects[attr] = value
+    return objects
+
+
+# -------------------------------------------------------------------------------------------------- resolving
+
+def resolve(arg, tiny: bool = False, seed: int = 0, cache=None, unsafe: bool = False, **source) -> Subject:
+    """A zoo name is trained on demand (cached); anything path-like is loaded from disk with its data."""
+    src = arg if isinstance(arg, Source) else Source(str(arg), tiny=tiny, seed=seed, unsafe=unsafe,
+                                                     cache=None if cache is None else str(cache), **source)
+    if src.model in registry.names():
+        return _zoo(src)
+    from .loading import _looks_like_path
+
+    if _looks_like_path(src.model):
+        return _user_file(src)
+    registry.get(src.model)  # raises "unknown model ...; valid: ..."
+    raise AssertionError("unreachable")
+
+
+def _zoo(src: Source) -> Subject:
+    from .training import train
+
+    spec = registry.get(src.model)
+    trained = train(spec, tiny=src.tiny, seed=src.seed, cache=src.cache)
+    model = trained.load()
+    splits, data_from = trained.splits(), f"the zoo's {spec.name} dataset (test split for the metric)"
+    if src.data:
+        splits, data_from = _user_splits(src, model)
+    spec, metric_from = _with_metric(spec, src.metric, model, {}, splits, own_data=not src.data)
+    return Subject(spec.name, model, trained.path, spec, trained.config, splits, src.seed,
+                   data_from=data_from, metric_from=metric_from or f"{spec.metric.name} (the zoo model's task metric)")
+
+
+def _user_file(src: Source) -> Subject:
+    from .keras3 import keras3
+    from .loading import compile_config, load_model_file
+
+    custom = import_custom_objects(src.custom_objects)
+    path = Path(src.model)
+    loaded = load_model_file(path, unsafe=src.unsafe, custom_objects=custom)
+    model = loaded.model
+    notes = []
+    if loaded.keras == "keras3":
+        notes.append(f"{path.name}: written by Keras 3 (keras {keras3().__version__}); bridged to tf_keras for the "
+                     "toolkit (outputs checked equal), Keras results are written back as Keras 3 files")
+    else:
+        notes.append(f"{path.name}: a tf_keras model")
+    if custom:
+        notes.append(f"custom objects from {src.custom_objects}: {', '.join(sorted(custom))}")
+    if src.data:
+        splits, data_from = _user_splits(src, model)
+    elif src.metric:
+        raise UserError(f"--metric {src.metric} needs labelled data: pass --data FILE (an .npz with x and y, a .csv "
+                        "with --label, or an image folder)")
+    else:
+        splits, data_from = _synthetic_splits(model, src.seed)
+    compiled = compile_config(path)
+    loss = _loss_of(model, compiled)
+    spec = ModelSpec(name=path.stem, seed_doc="", task="user model", build=_no_build, load_data=_no_build,
+                     metric=None, quality_bar=math.nan, config={}, tiny={}, loss=loss,
+                     trainable=loss is not None, labels=_class_names(src), notes=str(path))
+    spec, metric_from = _with_metric(spec, src.metric, model, compiled, splits)
+    return Subject(path.stem, model, path, spec, {}, splits, src.seed, keras=loaded.keras, data_from=data_from,
+                   metric_from=metric_from, notes=notes, custom_objects=custom)
+
+
+def _no_build(*_):
+    raise UserError("a user model is not built or trained by the toolkit; it comes from its file")
+
+
+def _loss_of(model, compiled: dict):
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        loss = compiled.get("loss")
+        loss = loss if isinstance(loss, str) else None
+    return loss
+
+
+def _class_names(src: Source):
+    path = Path(src.data) if src.data else None
+    if path is not None and path.is_dir():
+        return sorted(p.name for p in path.iterdir() if p.is_dir())
+    return None
+
+
+def _with_metric(spec: ModelSpec, metric_arg: str | None, model, compiled: dict, splits: Splits,
+                 own_data: bool = False):
+    """The spec with the metric to judge on: ``--metric``, else the spec's own, else inferred; and how it was chosen."""
+    from . import metrics
+
+    if metric_arg:
+        metric = metrics.by_name(metric_arg)
+        if metric is None:
+            raise UserError(f"unknown metric {metric_arg!r}; valid: {', '.join(metrics.BY_NAME)}")
+        return spec.replace(metric=metric, score_fn=None), f"{metric.name} (--metric)"
+    if own_data:
+        return spec, ""
+    if splits.test.y is None:
+        return spec.replace(metric=None), "unknown: no labels (pass --data with labels, e.g. an .npz with x and y, to measure accuracy)"
+    if spec.metric is not None:
+        return spec, ""
+    out = model.outputs[0]
+    width = out.shape[-1] if len(out.shape) > 1 else 1
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+    metric, how = metrics.infer(compiled, width, activation)
+    return spec.replace(metric=metric), f"{metric.name} ({how}; --metric NAME to choose another)"
+
+
+def _user_splits(src: Source, model) -> tuple[Splits, str]:
+    from . import user_data
+
+    signature = signature_of(model)
+    out = model.outputs[0]
+    width = int(out.shape[-1]) if len(out.shape) > 1 and out.shape[-1] else None
+    data = user_data.read(src.data, signature, src.label)
+    user_data.check(data, signature, width, f"--data {src.data}")
+    data = user_data.cast(data, signature)
+    if src.eval_data:
+        evaluation = user_data.read(src.eval_data, signature, src.label)
+        user_data.check(evaluation, signature, width, f"--eval-data {src.eval_data}")
+        evaluation = user_data.cast(evaluation, signature)
+        train, how = data, f"{src.data} ({len(data)} samples) for calibration and fine-tuning; {src.eval_data} " \
+                           f"({len(evaluation)} samples) for the metric"
+    else:
+        train, evaluation = user_data.holdout(data, src.seed)
+        how = (f"{src.data}: {len(train)} samples for calibration and fine-tuning, a seeded hold-out of "
+               f"{len(evaluation)} ({user_data.HOLDOUT:.0%}, seed {src.seed}) for the metric, never calibrated or "
+               "trained on (--eval-data to give one)")
+    empty = Split(train.head(0).x, None if train.y is None else train.head(0).y)
+    return Splits(train, empty, evaluation), how
+
+
+def _synthetic_splits(model, seed: int) -> tuple[Splits, str]:
+    from .synthetic import describe_range, synthetic_inputs
+
+    signature = signature_of(model)
+    train = Split(synthetic_inputs(model, signature, SYNTHETIC_CALIBRATION, seed), None)
+    test = Split(synthetic_inputs(model, signature, SYNTHETIC_EVAL, seed + 1), None)
+    ranges = "; ".join(f"{s.name}: {describe_range(model, s)}" for s in signature)
+    return Splits(train, train.head(0), test), (
+        f"no --data: calibration and checks use synthetic inputs ({ranges}); the accuracy is unknown, "
+        "--data FILE fixes it")
