@@ -36,7 +36,8 @@ def front_2d(points: list[dict], higher_is_better: bool) -> list[dict]:
 def _hover(r: dict) -> str:
     size = "" if r.get("size") is None else f"<br>size {r['size'] / 1024:.1f} KiB"
     return (f"<b>{r['variant']}</b> on {r['runtime']}<br>batch {r['batch']}, {r['threads']} threads"
-            f"<br>p50 {r['p50_ms']:.3f} ms<br>{r['metric_name']} {r['metric']:.4f}{size}")
+            f"<br>p50 {r['p50_ms']:.3f} ms<br>{r['metric_name']} "
+            + ("not scored" if r["metric"] is None else f"{r['metric']:.4f}") + size)
 
 
 def _series(r: dict, multi: bool) -> str:

@@ -172,7 +172,9 @@ def choose(rows: list[dict], budget: Budget = ONE_POINT) -> list[Choice]:
         if not candidates:
             choice.baseline = next(b for k, b in sorted(base.items(), key=lambda kv: str(kv[0]))
                                    if k[:3] == key)
-            choice.note = f"no variant within {budget.name} of Keras fp32 ({first['metric_name']} {ref:.4f})"
+            choice.note = (f"no variant within {budget.name} of Keras fp32 ({first['metric_name']} {ref:.4f})"
+                           if ref is not None else "no metric to compare with: neither Keras fp32 nor "
+                                                   f"{choice.baseline['variant']} has one")
             continue
         _, best, b = max(candidates, key=lambda c: c[0])
         if best is b:

@@ -140,3 +140,11 @@ def test_a_speedup_within_the_rows_spread_is_not_a_recommendation():
     c = choice_for(rows, "litert")
     assert c.best is c.baseline and c.speedup == 1.0
     assert c.note.startswith("tflite-int8 is 1.25× faster at p50, but within the rows' spread (p90 - p50 up to 0.600")
+
+
+def test_rows_without_a_metric_still_make_a_summary():
+    rows = [row("fp32", "keras", 3.0, None), row("tflite-fp32", "litert", 1.0, None),
+            row("tflite-int8", "litert", 0.4, None)]
+    c = choice_for(rows, "litert")
+    assert c.best is None and c.note == "no metric to compare with: neither Keras fp32 nor tflite-fp32 has one"
+    assert "no metric to compare with" in report.markdown(rows) and report.html(rows)
