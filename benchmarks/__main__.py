@@ -17,9 +17,14 @@ def _run(args):
     from .store import Store
     from .sweep import Sweep, SweepConfig
 
+    from models.loading import _looks_like_path
+
     names = args.models or registry.names()
     for n in names:
-        registry.get(n)
+        if not (n not in registry.names() and _looks_like_path(n)):
+            registry.get(n)  # "unknown model ...; valid: ..."
+        elif not Path(n).exists():
+            raise UserError(f"no such model file: {n}")
     for v in args.variants or []:
         variants.by_name(v)
     for r in args.runtimes or []:
@@ -30,7 +35,9 @@ def _run(args):
                else [SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads)
     cfg = SweepConfig(models=names, method=Method.quick() if quick else Method(), out=Path(args.out),
                       cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny, reuse_metric=quick,
-                      batches=batches, threads=threads)
+                      batches=batches, threads=threads,
+                      source={k: getattr(args, k) for k in ("data", "eval_data", "metric", "label", "custom_objects",
+                                                            "unsafe") if getattr(args, k, None)})
     if args.variants:
         cfg.variants = args.variants
     if args.runtimes:
@@ -51,7 +58,7 @@ def _run(args):
         progress.update(task, total=len(sweep.plan()))
         measured = sweep.run(advance=lambda: progress.advance(task))
         progress.update(task, description="sweep done")
-    rows = store.rows(names)
+    rows = store.rows([n if n in registry.names() else Path(n).stem for n in names])
     paths = report.write(rows, cfg.out)
     out.print(f"{measured} new measurement(s); {len(rows)} row(s) in {store.path}")
     for w in report.slower_quantized(rows):
@@ -131,7 +138,13 @@ def main(argv=None):
     parser = ArgumentParser(prog="python -m benchmarks", description="Latency and accuracy across runtimes.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="measure every model x variant x runtime (resumes finished rows)")
-    p.add_argument("--models", nargs="+", default=None, help="zoo names (default: all)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="your model files (.keras/.h5/SavedModel, tf_keras or Keras 3) and/or zoo names "
+                        "(default: the whole zoo)")
+    from models.cli import add_subject_args
+
+    add_subject_args(p)
+    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in model files")
     p.add_argument("--variants", nargs="+", default=None)
     p.add_argument("--runtimes", nargs="+", default=None)
     p.add_argument("--batch", nargs="+", default=None, help="batch sizes (default 1)")

@@ -116,16 +116,19 @@ def main() -> int:
     sys.stdout = sys.stderr
     request = json.loads(sys.stdin.readline())
 
-    from models import registry
     from models.artifacts import cache_dir
     from models.errors import UserError
-    from models.training import train
+    from models.subject import Source, resolve
 
     from . import variants
 
-    trained = train(registry.get(request["model"]), tiny=request.get("tiny", False), seed=request.get("seed", 0),
-                    cache=request.get("cache"))
-    work = cache_dir(request.get("cache")) / "variants" / trained.path.stem
+    try:
+        trained = resolve(Source(**request["source"]))  # the same subject the sweep made: zoo name or file
+    except UserError as e:
+        for name in request["variants"]:
+            channel.write(BUILT + json.dumps({"variant": name, "error": str(e), "fatal": True}) + "\n")
+        return 1
+    work = cache_dir(request.get("cache")) / "variants" / request["key"]
     for name in request["variants"]:
         channel.write(BUILDING + name + "\n")
         answer = {"variant": name}

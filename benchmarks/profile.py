@@ -172,11 +172,10 @@ def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, ca
                        synthetic_inputs(p, batch) if p.suffix.lower() == ".onnx" else None, None)
     from models import registry
     from models.artifacts import cache_dir
-    from models.training import train
-
     from . import variants
     from .build import build_all
     from .runner import batch_of
+    from .sweep import SweepConfig, build_request, make_unit
 
     spec = registry.get(target)
     if variant is None:
@@ -184,15 +183,15 @@ def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, ca
     v = variants.by_name(variant)
     if v.format not in PROFILE_RUNTIMES:
         raise UserError(f"{variant} is a Keras variant; profile a tflite or onnx variant")
-    trained = train(spec, tiny=tiny, cache=cache)
-    path = variants.artifact_path(v, trained, cache_dir(cache) / "variants" / trained.path.stem)
+    cfg = SweepConfig([target], tiny=tiny, cache=cache)
+    unit = make_unit(target, cfg)  # the sweep's own unit: the same cached variants
+    path = variants.artifact_path(v, unit, cache_dir(cache) / "variants" / unit.key)
     if not path.exists():
-        built = build_all({"model": spec.name, "tiny": tiny, "seed": trained.seed, "cache": cache,
-                           "variants": [v.name]})[v.name]
+        built = build_all(build_request(unit, cfg, [v.name]))[v.name]
         if built.path is None:
             raise CheckFailed(f"{spec.name} {variant} could not be built: {built.error}")
         path = built.path
-    return Subject(spec.name, v.name, path, batch_of(trained.splits().test.x, batch), keras_layer_names(trained.load()))
+    return Subject(spec.name, v.name, path, batch_of(unit.splits().test.x, batch), keras_layer_names(unit.subject.model))
 
 
 def run_profile(subject: Subject, runtime: str | None = None, runs: int = 50, warmup: int = 5, batch: int = 1,

@@ -21,7 +21,6 @@ import numpy as np
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
 from models.errors import UserError
-from models.training import train
 
 from . import host, runtimes, variants
 from .build import Built, build_all
@@ -47,6 +46,8 @@ class SweepConfig:
     # --quick: a runtime running a file another runtime already scored reuses that metric when their outputs
     # agree within the model's export tolerance on PARITY_SAMPLES test inputs (checked here, recorded in the row)
     reuse_metric: bool = False
+    #: for model files (not zoo names): data, eval_data, metric, label, custom_objects, unsafe (models.subject.Source)
+    source: dict = field(default_factory=dict)
 
 
 PARITY_SAMPLES = 32
@@ -72,9 +73,69 @@ def save_inputs(x, path: Path, n: int) -> Path:
     return path
 
 
-def build_request(trained, cfg: SweepConfig, missing: list[str]) -> dict:
-    """What benchmarks.build needs to rebuild ``trained``'s missing variants in a child process."""
-    return {"model": trained.spec.name, "tiny": cfg.tiny, "seed": trained.seed,
+@dataclass
+class Unit:
+    """The sweep's per-model unit, from a zoo name or the user's file alike (a Subject, keyed by content)."""
+
+    subject: object  # models.subject.Subject
+    source: object  # models.subject.Source: how a child process makes the same subject
+    key: str  # "<name>-<content hash>": rows, variants and the store are keyed by it
+
+    @property
+    def spec(self):
+        return self.subject.spec
+
+    @property
+    def path(self) -> Path:
+        return self.subject.path
+
+    @property
+    def seed(self) -> int:
+        return self.subject.seed
+
+    @property
+    def config(self) -> dict:
+        return self.subject.config or {}
+
+    @property
+    def metric(self):
+        return self.subject.metric
+
+    def splits(self):
+        return self.subject.splits
+
+
+def make_unit(name: str, cfg: "SweepConfig") -> Unit:
+    """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
+    from models.artifacts import sha256_file
+    from models.subject import Source, resolve
+
+    options = {} if name in registry.names() else dict(cfg.source)
+    if name not in registry.names():  # builders run in the project folder: every path made absolute
+        name = str(Path(name).resolve())
+        options.update({k: str(Path(v).resolve()) for k, v in options.items() if k in ("data", "eval_data") and v})
+    if options.get("custom_objects"):  # builders and workers load the file too: they import the same code
+        from models.loading import CUSTOM_OBJECTS_ENV
+
+        ref = str(Path(options["custom_objects"]).resolve()) if Path(options["custom_objects"]).exists() \
+            else options["custom_objects"]
+        options["custom_objects"] = ref
+        known = [r for r in os.environ.get(CUSTOM_OBJECTS_ENV, "").split(os.pathsep) if r]
+        os.environ[CUSTOM_OBJECTS_ENV] = os.pathsep.join(dict.fromkeys(known + [ref]))
+    source = Source(name, tiny=cfg.tiny, cache=None if cfg.cache is None else str(cfg.cache), **options)
+    subject = resolve(source)
+    path = Path(subject.path)
+    if name in registry.names():  # the trained file's name already carries its content key
+        key = path.stem
+    else:
+        digest = sha256_file(path) if path.is_file() else key_of(sorted(str(p) for p in path.rglob("*")))
+        key = f"{subject.name}-{digest[:16]}"
+    return Unit(subject, source, key)
+
+
+def build_request(unit: Unit, cfg: SweepConfig, missing: list[str]) -> dict:
+    """What benchmarks.build needs to rebuild ``unit``'s missing variants in a child process."""
+    return {"model": unit.subject.name, "source": unit.source.as_dict(), "key": unit.key,
             "cache": None if cfg.cache is None else str(cfg.cache), "variants": missing}
 
 
@@ -120,14 +181,14 @@ class Sweep:
         return items
 
     def _key(self, trained, variant, runtime, batch, threads) -> str:
-        return key_of({"model": trained.path.name, "variant": variant.name, "runtime": runtime.name, "batch": batch,
+        return key_of({"model": trained.key + trained.path.suffix, "variant": variant.name, "runtime": runtime.name, "batch": batch,
                        "threads": threads, "method": dataclasses.asdict(self.cfg.method)})
 
-    def trained(self, name):
-        """The sweep's per-model unit (a trained zoo model): the one place that makes it."""
+    def trained(self, name) -> Unit:
+        """The sweep's per-model unit: the one place that makes it (see make_unit)."""
         if name not in self._trained:
-            self.on_step(f"{name}: training (cached after the first run)")
-            self._trained[name] = train(registry.get(name), tiny=self.cfg.tiny, cache=self.cfg.cache)
+            self.on_step(f"{name}: loading (zoo models are trained once and cached)")
+            self._trained[name] = make_unit(name, self.cfg)
         return self._trained[name]
 
     def run(self, advance=lambda: None) -> int:
@@ -195,7 +256,7 @@ class Sweep:
 
     def _build(self, trained, wanted) -> dict[str, Built]:
         """Each wanted variant's artifact: cached, or built now in a child process (see benchmarks.build)."""
-        work = cache_dir(self.cfg.cache) / "variants" / trained.path.stem
+        work = cache_dir(self.cfg.cache) / "variants" / trained.key
         result, missing = {}, []
         for variant in dict.fromkeys(wanted):
             path = variants.artifact_path(variant, trained, work)
@@ -211,10 +272,11 @@ class Sweep:
         return result
 
     def _row(self, trained, variant, runtime, batch, threads, **values) -> dict:
-        spec = trained.spec
-        row = dict(key=self._key(trained, variant, runtime, batch, threads), model=spec.name,
-                   model_key=trained.path.stem, variant=variant.name, runtime=runtime.name, batch=batch,
-                   threads=threads, metric_name=spec.metric.name, higher_is_better=int(spec.metric.higher_is_better),
+        metric = trained.metric
+        row = dict(key=self._key(trained, variant, runtime, batch, threads), model=trained.subject.name,
+                   model_key=trained.key, variant=variant.name, runtime=runtime.name, batch=batch,
+                   threads=threads, metric_name=metric.name if metric else None,
+                   higher_is_better=int(metric.higher_is_better) if metric else 1,
                    method=dataclasses.asdict(self.cfg.method), host=host.host(), versions=host.versions(),
                    git_rev=host.git_rev(), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         row.update(values)
@@ -227,6 +289,8 @@ class Sweep:
 
         spec = trained.spec
         predict = runtime.load(path, None).predict
+        if trained.metric is None:  # no labels (a user file without --data): latency and size only
+            return None, None
         if not self.cfg.reuse_metric:
             return spec.score(predict, splits.test, trained.config), None
         outputs = predict(splits.test.head(PARITY_SAMPLES).x)

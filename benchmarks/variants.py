@@ -6,7 +6,6 @@ from pathlib import Path
 
 from models.artifacts import atomic_path
 from models.loading import Subject
-from models.training import TrainedModel
 
 
 class VariantUnavailable(Exception):
@@ -51,23 +50,26 @@ def by_name(name: str) -> Variant:
     raise UserError(f"unknown variant {name!r}; valid: {', '.join(v.name for v in VARIANTS)}")
 
 
-def artifact_path(variant: Variant, trained: TrainedModel, work: Path) -> Path:
-    """Where ``variant``'s artifact is (or will be) kept."""
+def artifact_path(variant: Variant, subject, work: Path) -> Path:
+    """Where ``variant``'s artifact of ``subject`` (anything with the source ``path``) is (or will be) kept."""
     if variant.format == "keras":
-        return trained.path if variant.source == "fp32" else work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
+        return Path(subject.path) if variant.source == "fp32" else work / f"pruned{int(PRUNE_SPARSITY * 100)}.keras"
     return work / f"{variant.name}.{variant.format}"
 
 
-def _pruned(trained: TrainedModel, work: Path) -> Path:
-    path = artifact_path(by_name("pruned"), trained, work)
+def _pruned(subject: Subject, work: Path) -> Path:
+    path = artifact_path(by_name("pruned"), subject, work)
     if path.exists():
         return path
     from compress.finetune import for_spec
     from compress.pruning import prune
+    from models.loading import load_keras
 
-    # fit()-trained models fine-tune; custom-loop and untrained models are pruned one-shot (the plan says why)
-    plan = for_spec(trained.spec, trained.config, trained.splits(), epochs=PRUNE_EPOCHS)
-    pruned, outcome = prune(trained.load(), plan, sparsity=PRUNE_SPARSITY)
+    # fit()-trained models fine-tune (a user's file on its --data); custom-loop and untrained models are pruned
+    # one-shot (the plan says why)
+    plan = for_spec(subject.spec, subject.config or {}, subject.splits, epochs=PRUNE_EPOCHS)
+    pruned, outcome = prune(load_keras(subject.path, custom_objects=subject.custom_objects), plan,
+                            sparsity=PRUNE_SPARSITY)
     if not outcome.ran:
         raise VariantUnavailable(outcome.reason())
     with atomic_path(path) as tmp:
@@ -78,7 +80,7 @@ def _pruned(trained: TrainedModel, work: Path) -> Path:
 _SOURCES: dict[tuple, object] = {}
 
 
-def _source_model(path: Path):
+def _source_model(path: Path, custom_objects=None):
     """One loaded model per source file: the exports of a model then share its ONNX graph (export.onnx)."""
     from models.loading import load_keras
 
@@ -86,24 +88,25 @@ def _source_model(path: Path):
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SOURCES:
         _SOURCES.clear()  # a builder works through one model's sources at a time
-        _SOURCES[key] = load_keras(path)
+        _SOURCES[key] = load_keras(path, custom_objects=custom_objects)
     return _SOURCES[key]
 
 
-def build(variant: Variant, trained: TrainedModel, work: Path) -> Path:
-    """The artifact for ``variant`` (cached under ``work``); raises VariantUnavailable with the reason."""
+def build(variant: Variant, subject: Subject, work: Path) -> Path:
+    """The artifact for ``variant`` of ``subject`` (cached under ``work``); raises VariantUnavailable with the reason."""
     work.mkdir(parents=True, exist_ok=True)
-    source = trained.path if variant.source == "fp32" else _pruned(trained, work)
+    source = Path(subject.path) if variant.source == "fp32" else _pruned(subject, work)
     if variant.format == "keras":
         return source
-    path = artifact_path(variant, trained, work)
+    path = artifact_path(variant, subject, work)
     if path.exists():
         return path
+    import dataclasses
+
     from compress.ptq import QuantRecipe
     from export.exporter import export
 
-    subject = Subject(trained.spec.name, _source_model(source), source, trained.spec, trained.config,
-                      trained.splits(), trained.seed)
+    subject = dataclasses.replace(subject, model=_source_model(source, subject.custom_objects), path=source)
     try:
         result = export(subject, QuantRecipe(variant.format, variant.mode), path, chain=variant.chain()[:-1])
     except Exception as e:  # a converter that cannot handle an op: recorded with its reason, sweep goes on

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ from .errors import UserError
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
 MAX_CONFIG_BYTES = 64 << 20  # a model's config.json / model_config: anything bigger is not a real model
+#: model files' ``--custom-objects``, for the child processes of a sweep (builders, measurement workers)
+CUSTOM_OBJECTS_ENV = "CT_CUSTOM_OBJECTS"
 UNSAFE_HINT = "pass --unsafe only if you trust the file"
 
 _ZIP, _HDF5 = b"PK\x03\x04", b"\x89HDF\r\n\x1a\n"
@@ -239,6 +242,12 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
     from .keras3 import written_by
 
     registry.names()  # registers the zoo's custom layers for deserialisation
+    if custom_objects is None and os.environ.get(CUSTOM_OBJECTS_ENV):  # a child process of a sweep
+        from .subject import import_custom_objects
+
+        custom_objects = {}
+        for ref in os.environ[CUSTOM_OBJECTS_ENV].split(os.pathsep):
+            custom_objects.update(import_custom_objects(ref))
     custom_objects = dict(custom_objects or {})
     trusted = set(custom_objects) | {getattr(c, "__name__", "") for c in custom_objects.values()}
     path = Path(path)

@@ -156,7 +156,7 @@ def _fake_trained():
         return float(np.mean(predict(split.x)))
 
     spec = types.SimpleNamespace(export_atol=1e-4, score=score)
-    return types.SimpleNamespace(spec=spec, config={}), Splits(Split(x, x), Split(x, x), Split(x, x)), calls
+    return types.SimpleNamespace(spec=spec, config={}, metric=spec), Splits(Split(x, x), Split(x, x), Split(x, x)), calls
 
 
 @pytest.mark.parametrize("shift, reused", [(0.0, True), (1e-6, True), (0.5, False)])

@@ -35,7 +35,7 @@ def test_export_cli_prints_parity_and_runs(run_cli, tmp_path, fmt):
 
 
 def test_export_cli_user_keras_file(cli, tmp_path):
-    """A path to the user's own .keras file goes through the same pipeline (random inputs: no data)."""
+    """A path to the user's own .keras file goes through the same pipeline (synthetic inputs: no data)."""
     from conftest import tiny_trained
 
     src = tiny_trained("mlp").path
@@ -43,7 +43,7 @@ def test_export_cli_user_keras_file(cli, tmp_path):
     user.write_bytes(src.read_bytes())
     res = cli("export", "onnx", user, "-o", tmp_path / "mine.onnx")
     assert res.returncode == 0, res.stderr
-    assert "random inputs" in res.stdout and (tmp_path / "mine.onnx").exists()
+    assert "synthetic inputs" in res.stdout and (tmp_path / "mine.onnx").exists()
 
 
 def _bad_files(tmp_path):

@@ -10,9 +10,12 @@ from conftest import tiny_trained
 @pytest.fixture(scope="module")
 def cnn_variants(cache_dir):
     """The tiny cnn's onnx/tflite variants, built where the sweep keeps them (what `profile cnn --tiny` reuses)."""
-    trained = tiny_trained("cnn")
-    work = cache_dir / "variants" / trained.path.stem
-    return trained, {v: variants.build(variants.by_name(v), trained, work) for v in ("onnx-fp32", "onnx-int8",
+    from models.subject import resolve
+
+    tiny_trained("cnn")
+    subject = resolve("cnn", tiny=True)
+    work = cache_dir / "variants" / subject.path.stem
+    return subject, {v: variants.build(variants.by_name(v), subject, work) for v in ("onnx-fp32", "onnx-int8",
                                                                                      "tflite-int8")}
 
 
@@ -21,7 +24,7 @@ def test_onnx_profile_maps_ops_to_the_keras_layers(cnn_variants, variant, tmp_pa
     trained, paths = cnn_variants
     subject = profile.resolve("cnn", variant, batch=1, tiny=True)
     assert subject.path == paths[variant]  # the sweep's cached artifact, not a rebuild
-    names = {layer.name for layer in trained.load().layers}
+    names = {layer.name for layer in trained.model.layers}
     result = profile.run_profile(subject, runs=10, threads=1)
     mapped = [x.layer for x in result.layers if not x.layer.startswith("(no Keras layer)")]
     assert set(mapped) <= names and {"conv2d", "dense"} <= {n.split("_")[0] for n in mapped}
