@@ -59,6 +59,38 @@ _BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape"
                 "activity_regularizer", "autocast", "input_dim", "dynamic"}
 
 
+def _k3_hard_sigmoid(x):
+    """Keras 3's hard_sigmoid, relu6(x + 3) / 6 (tf_keras' of the same name is clip(0.2 x + 0.5, 0, 1))."""
+    from .backend import tf
+
+    return tf.nn.relu6(x + 3.0) / 6.0
+
+
+def _k3_hard_silu(x):
+    return x * _k3_hard_sigmoid(x)
+
+
+#: Keras 3 activations that tf_keras lacks or defines differently, as the same math in tf_keras
+ACTIVATIONS = {"hard_sigmoid": _k3_hard_sigmoid, "hard_silu": _k3_hard_silu, "hard_swish": _k3_hard_silu}
+
+
+def _register_activations() -> None:
+    import tf_keras
+
+    for name, fn in ACTIVATIONS.items():
+        key = f"ct_keras3>{fn.__name__}"
+        if tf_keras.saving.get_registered_object(key) is None:
+            tf_keras.saving.register_keras_serializable("ct_keras3", fn.__name__)(fn)
+
+
+def _activations(config: dict) -> dict:
+    """Layer configs whose activation is Keras 3's own take the tf_keras function that computes the same."""
+    if isinstance(config.get("activation"), str) and config["activation"] in ACTIVATIONS:
+        _register_activations()
+        config = {**config, "activation": ACTIVATIONS[config["activation"]]}
+    return config
+
+
 def _plain(obj):
     """A Keras 3 serialized object in the form tf_keras deserializes: no module keys, dtype policies as names."""
     if isinstance(obj, list):
@@ -118,7 +150,7 @@ def _tf_layer(layer, tfk):
     cls = getattr(tfk.layers, name, None)
     if cls is None:
         raise BridgeError(f"layer {layer.name!r} ({name}) has no tf_keras counterpart")
-    config = _plain(layer.get_config())
+    config = _activations(_plain(layer.get_config()))
     if name == "InputLayer":
         config["batch_input_shape"] = config.pop("batch_shape", None)
     accepted = _accepted(cls)

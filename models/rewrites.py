@@ -17,8 +17,14 @@ def with_static_batch(model, batch: int):
     return clone
 
 
+def _is_rnn(layer) -> bool:
+    """A recurrent layer, bare or inside a Bidirectional wrapper."""
+    return isinstance(layer, RNN_TYPES) or (isinstance(layer, keras.layers.Bidirectional)
+                                            and isinstance(layer.forward_layer, RNN_TYPES))
+
+
 def has_rnn(model) -> bool:
-    return any(isinstance(layer, RNN_TYPES) for layer in model.layers)
+    return any(_is_rnn(layer) for layer in model.layers)
 
 
 def unrolled(model):
@@ -34,6 +40,10 @@ def unrolled(model):
         config = layer.get_config()
         if isinstance(layer, RNN_TYPES):
             config["unroll"] = True
+        elif _is_rnn(layer):  # Bidirectional: both directions
+            for key in ("layer", "backward_layer"):
+                if isinstance(config.get(key), dict):
+                    config[key]["config"]["unroll"] = True
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

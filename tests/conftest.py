@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))  # user_models: the models a user brings (shared with the README)
 _CACHE = tempfile.mkdtemp(prefix="ct-test-cache-")
 os.environ.setdefault("CT_CACHE_DIR", _CACHE)
 os.environ["CT_CACHE_DIR"] = os.environ.get("CT_TEST_CACHE_DIR", os.environ["CT_CACHE_DIR"])

@@ -1,4 +1,6 @@
-"""Models a user would bring, built here and saved as files: not zoo models.
+"""Models a user would bring, built and saved as files: not zoo models (the tests and the README use them).
+
+    python examples/user_models.py DIR   # writes DIR/{keras3_cnn,tabular,custom}.keras, their .npz data, user_layers.py
 
 - ``keras3_cnn``: a Keras 3 (``import keras``) CNN on raw 0..255 pixels with a Rescaling layer and gelu/swish.
 - ``tabular``: a tf_keras model on raw-scaled tabular features with an adapted Normalization layer.
@@ -114,3 +116,15 @@ def custom_layer(directory: Path, n: int = 600, epochs: int = 10) -> tuple[Path,
     model.save(path)
     np.savez(data, x=x.astype("float32"), y=y)
     return path, data, code
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "demo")
+    out.mkdir(parents=True, exist_ok=True)
+    for made in (keras3_cnn(out), tabular(out), custom_layer(out)):
+        print(" ".join(str(p) for p in made))
