@@ -316,3 +316,38 @@ def save_keras3(model, path: Path, inputs=None) -> None:
     back = to_keras3(model, inputs)
     with atomic_path(path) as tmp:
         back.save(tmp)
+
+
+# ---------------------------------------------------------------------------------- SavedModel from model.export
+
+def savedmodel_as_tf_keras(path: Path):
+    """A SavedModel with a ``serving_default`` signature (what Keras 3's ``model.export`` writes) as a tf_keras
+    model with one layer that calls the signature: it predicts, exports and benchmarks like any model; techniques
+    that need Keras layers (pruning, clustering, QAT) find none and say so."""
+    from .backend import keras as tfk
+    from .backend import quiet_stderr, tf
+
+    with quiet_stderr():
+        loaded = tf.saved_model.load(str(path))
+    signature = getattr(loaded, "signatures", {}).get("serving_default")
+    if signature is None:
+        raise UserError(f"{path} is a SavedModel without a serving_default signature: nothing says how to call it")
+    specs = signature.structured_input_signature[1]
+    if not specs:
+        raise UserError(f"{path}: its serving signature takes no named inputs")
+
+    class SavedModelSignature(tfk.layers.Layer):
+        """Calls a SavedModel's serving signature (its graph holds no Keras layers)."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.loaded = loaded  # tracked, so the signature's variables are part of this model
+
+        def call(self, inputs):
+            out = signature(**inputs)
+            return [out[k] for k in sorted(out)]
+
+    inputs = {name: tfk.Input(spec.shape[1:], dtype=spec.dtype, name=name) for name, spec in specs.items()}
+    outputs = SavedModelSignature(name="saved_model_signature")(inputs)
+    return tfk.Model(inputs if len(inputs) > 1 else next(iter(inputs.values())),
+                     outputs if len(outputs) > 1 else outputs[0], name=Path(path).name)

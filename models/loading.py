@@ -312,9 +312,10 @@ def _load_keras3(path: Path, unsafe: bool, custom_objects: dict, is_savedmodel: 
     from .backend import quiet_stderr
     from .keras3 import keras3, to_tf_keras
 
-    if is_savedmodel:
-        raise UserError(f"{path} is a SavedModel written by Keras 3's model.export: it holds a TensorFlow graph, no "
-                        "Keras layers to prune or re-export; pass the .keras file the model was saved to instead")
+    if is_savedmodel:  # Keras 3's model.export (or any TF SavedModel): a graph with a signature, no Keras layers
+        from .keras3 import savedmodel_as_tf_keras
+
+        return Loaded(savedmodel_as_tf_keras(path), "savedmodel")
     k3 = keras3()
     try:
         with quiet_stderr():

@@ -183,6 +183,10 @@ def _user_file(src: Source) -> Subject:
     if loaded.keras == "keras3":
         notes.append(f"{path.name}: written by Keras 3 (keras {keras3().__version__}); bridged to tf_keras for the "
                      "toolkit (outputs checked equal), Keras results are written back as Keras 3 files")
+    elif loaded.keras == "savedmodel":
+        notes.append(f"{path.name}: a SavedModel without Keras layers (e.g. Keras 3's model.export), called through "
+                     "its serving signature: exports and benchmarks work; pruning, clustering and QAT need the "
+                     ".keras file")
     else:
         notes.append(f"{path.name}: a tf_keras model")
     if custom:

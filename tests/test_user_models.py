@@ -279,3 +279,17 @@ def test_benchmarks_run_on_a_file_without_data_measures_latency_only(files, cli,
     assert r.returncode == 0, r.stderr + r.stdout
     (row,) = Store(tmp_path / "res" / "results.db").rows()
     assert row["status"] == "ok" and row["metric"] is None and row["p50_ms"] > 0
+
+
+def test_keras3_model_export_savedmodel_exports_and_techniques_say_why_not(files, cli, tmp_path):
+    from models.keras3 import keras3
+
+    saved = tmp_path / "exported"
+    keras3().saving.load_model(files["k3"]).export(str(saved), verbose=False)
+    r = cli("export", "onnx", saved, "--data", files["k3_data"], "--quantize", "int8", "-o", tmp_path / "s.onnx")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "serving signature" in r.stdout and (tmp_path / "s.onnx").exists()
+    before, after = _metric_line(r.stdout)
+    assert before > 0.9 and before - after <= 0.01
+    r = cli("compress", "prune", saved, "--data", files["k3_data"], "-o", tmp_path / "p.keras")
+    assert r.returncode == 2 and "no layers with weights" in r.stderr and not (tmp_path / "p.keras").exists()
