@@ -117,16 +117,3 @@ def train(spec: ModelSpec, tiny: bool = False, seed: int = 0, cache: str | Path 
         "tiny": tiny,
     })
     return TrainedModel(spec, config, seed, path, value, meets, seconds, from_cache=False)
-
-
-def random_inputs(signature, n: int, seed: int = 0):
-    """Inputs for a model without data (a user's own file): normal floats, zeros for integer inputs."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for sig in signature:
-        shape = (n,) + tuple(d or 1 for d in sig.shape)
-        if sig.dtype.startswith("int"):
-            out[sig.name] = np.zeros(shape, sig.dtype)
-        else:
-            out[sig.name] = rng.standard_normal(shape).astype(sig.dtype)
-    return out[signature[0].name] if len(signature) == 1 else out
