@@ -1,5 +1,6 @@
 """Timing method: inputs prepared outside the timed region, warm-up by time and count, then timed runs
-until both a minimum time and a minimum count are reached (in the spirit of TFLite's benchmark_model)."""
+until a minimum count is reached and either a minimum time has passed or the median is already known to within
+``ci`` (in the spirit of TFLite's benchmark_model; the adaptive stop spares steady fast calls most of min_s)."""
 from __future__ import annotations
 
 import math
@@ -18,10 +19,12 @@ class Method:
     min_s: float = 1.0
     min_runs: int = 50
     max_s: float = 20.0  # stop a very slow model even if min_runs is not reached
+    ci: float | None = 0.02  # stop before min_s once the median's 95% CI half-width is within this fraction of it
+    ci_min_s: float = 0.25  # ... but not before this: a short window would miss drift the CI cannot see
 
     @classmethod
     def quick(cls) -> "Method":
-        return cls(warmup_s=0.1, warmup_runs=3, min_s=0.25, min_runs=15, max_s=5.0)
+        return cls(warmup_s=0.1, warmup_runs=3, min_s=0.25, min_runs=15, max_s=5.0, ci_min_s=0.1)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class LatencyStats:
     max: float
     first: float | None = None  # the first call after loading, timed apart from warm-up
     calls_per_sample: int = 1  # >1 for calls under GROUP_MIN_MS: each sample is the mean of that many calls
+    p50_ci: float | None = None  # half-width of the median's 95% confidence interval, as a fraction of the median
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +53,21 @@ def stats(samples_ms) -> LatencyStats:
         raise ValueError("no timed runs")
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return LatencyStats(int(a.size), float(a.min()), float(a.mean()), float(a.std()), float(p50), float(p90),
-                        float(p99), float(a.max()))
+                        float(p99), float(a.max()), p50_ci=median_ci(a))
+
+
+def median_ci(samples_ms) -> float:
+    """Half-width of the median's distribution-free 95% confidence interval (order statistics n/2 ± 1.96·√n/2),
+    as a fraction of the median: no assumption about the shape of latency distributions."""
+    a = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    n = a.size
+    half = 1.96 * math.sqrt(n) / 2
+    lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    median = float(np.median(a))
+    return float((a[hi] - a[lo]) / 2 / median) if median > 0 else float("inf")
+
+
+CI_CHECK_EVERY = 10  # samples between checks of the median's CI (a sort; outside the timed region)
 
 
 GROUP_MIN_MS = 0.05  # a timed sample spans >= 50 µs: its clock reads and bookkeeping (~0.2 µs) stay well under 1%
@@ -93,6 +111,9 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
     while len(samples) < method.min_runs or clock() - start < method.min_s:
         samples.append(_timed(call, group, clock) * 1e3 / group)
         if clock() - start > method.max_s and len(samples) >= 3:
+            break
+        if (method.ci is not None and len(samples) >= method.min_runs and len(samples) % CI_CHECK_EVERY == 0
+                and clock() - start >= method.ci_min_s and median_ci(samples) <= method.ci):
             break
     result = stats(samples)
     result.first = first

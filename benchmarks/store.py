@@ -16,7 +16,7 @@ COLUMNS = [
     ("calls_per_sample", "INTEGER"), ("min_ms", "REAL"),
     ("mean_ms", "REAL"), ("std_ms", "REAL"), ("p50_ms", "REAL"), ("p90_ms", "REAL"), ("p99_ms", "REAL"),
     ("max_ms", "REAL"), ("throughput", "REAL"), ("peak_rss_mb", "REAL"), ("load_rss_mb", "REAL"),
-    ("overhead", "REAL"), ("method", "TEXT"), ("host", "TEXT"), ("versions", "TEXT"), ("git_rev", "TEXT"), ("created", "TEXT"),
+    ("overhead", "REAL"), ("p50_ci", "REAL"), ("method", "TEXT"), ("host", "TEXT"), ("versions", "TEXT"), ("git_rev", "TEXT"), ("created", "TEXT"),
 ]
 NAMES = [c for c, _ in COLUMNS]
 

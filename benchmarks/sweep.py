@@ -359,4 +359,4 @@ class Sweep:
             calls_per_sample=r["calls_per_sample"], min_ms=r["min"], mean_ms=r["mean"], std_ms=r["std"],
             p50_ms=r["p50"], p90_ms=r["p90"], p99_ms=r["p99"], max_ms=r["max"], throughput=r["throughput"],
             peak_rss_mb=result["peak_rss_mb"], load_rss_mb=result["peak_rss_mb"] - result["base_rss_mb"],
-            overhead=r.get("overhead")) for r in result["results"]]
+            overhead=r.get("overhead"), p50_ci=r.get("p50_ci")) for r in result["results"]]

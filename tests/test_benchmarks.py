@@ -33,7 +33,7 @@ def test_stats_of_known_samples():
 
 def test_measure_runs_until_time_and_count_are_both_reached():
     clock = FakeClock([0.002])  # 2 ms per call
-    method = Method(warmup_s=0.05, warmup_runs=3, min_s=0.2, min_runs=10, max_s=10)
+    method = Method(warmup_s=0.05, warmup_runs=3, min_s=0.2, min_runs=10, max_s=10, ci=None)
     s = measure(clock.call, method, clock=clock)
     assert s.runs == 100  # 0.2 s / 2 ms: time is the binding limit, not the 10-run count
     assert s.p50 == pytest.approx(2.0) and s.std == pytest.approx(0.0, abs=1e-9)
@@ -42,6 +42,27 @@ def test_measure_runs_until_time_and_count_are_both_reached():
     clock = FakeClock([0.05])  # slow: the count is binding
     s = measure(clock.call, Method(warmup_s=0, warmup_runs=1, min_s=0.01, min_runs=7, max_s=10), clock=clock)
     assert s.runs == 7 and s.p90 == pytest.approx(50.0)
+
+
+def test_timed_loop_stops_early_once_the_median_is_known_within_ci():
+    from benchmarks.runner import median_ci
+
+    method = Method(warmup_s=0, warmup_runs=1, min_s=1.0, min_runs=20, max_s=10, ci=0.02, ci_min_s=0.0)
+    clock = FakeClock([0.002])
+    steady = measure(clock.call, method, clock=clock)
+    assert steady.runs == 20 and steady.p50_ci == pytest.approx(0.0, abs=1e-9)  # not min_s / 2 ms = 500 runs
+    clock = FakeClock([0.001, 0.003, 0.002, 0.0015, 0.0025])  # ±50 % around a 2 ms median
+    noisy = measure(clock.call, method, clock=clock)
+    # the CI's ranks n/2 ± 0.98·√n first fall inside the 2 ms fifth of the samples at n = 120 (checked every 10)
+    assert noisy.runs == 120 and noisy.p50 == pytest.approx(2.0)
+    assert measure(clock.call, Method(warmup_s=0, warmup_runs=1, min_s=1.0, min_runs=20, max_s=10, ci=None),
+                   clock=clock).runs >= 500  # without the adaptive stop: min_s decides (1 s / 2 ms)
+    clock = FakeClock([0.002])
+    floor = measure(clock.call, Method(warmup_s=0, warmup_runs=1, min_s=1.0, min_runs=20, max_s=10, ci=0.02,
+                                       ci_min_s=0.1), clock=clock)
+    assert floor.runs == 50  # converged at once, but timed for at least ci_min_s (0.1 s / 2 ms)
+    assert median_ci([1.0] * 9 + [2.0]) == pytest.approx(0.5) and median_ci([1.0, 3.0] * 50) == pytest.approx(0.5)
+    assert median_ci([1.0] * 30 + [1.01] * 40 + [3.0] * 30) == 0.0
 
 
 def test_calls_shorter_than_the_clock_can_resolve_are_timed_in_groups():
