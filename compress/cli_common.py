@@ -133,8 +133,15 @@ def print_result(out, subject, before, after, out_path, label="after") -> None:
 
 
 def save_keras(model, path: Path) -> None:
+    """Write the model without optimizer state: a technique's output is for deployment or the next technique,
+    and a fine-tuned model's Adam slots would otherwise dwarf its weights (channel-prune cnn: 3.6 MB of
+    ``optimizer/vars`` for 1.2 MB). The .keras format ignores ``include_optimizer``, so the model is
+    recompiled with a fresh, unbuilt optimizer (weights unchanged), as models.training does."""
     from models.artifacts import atomic_path
+    from models.backend import keras
 
+    if getattr(model, "optimizer", None) is not None:
+        model.compile(optimizer=keras.optimizers.Adam(), loss=model.loss)
     with atomic_path(path) as tmp:
         model.save(tmp)
 

@@ -4,6 +4,11 @@ Zoo models trained by ``fit()`` are fine-tuned on their spec's train split. A ``
 loop; most of those optimise something ``fit(x, y)`` cannot (a GAN's adversarial game, an RL agent's
 TD targets, word2vec's negative sampling), so techniques run one-shot for them and say so. The few zoo
 train_fns that *are* ``fit()`` plus extras are listed in :data:`FIT_EQUIVALENT` with the extras kept.
+
+The default recipe follows tfmot's Keras pruning guide: fine-tune at the learning rate the model was trained
+with (Adam's default 1e-3 when it set none) for a quarter of its own training epochs (at least 2). At a
+tenth of that rate a pruned model barely recovers (cnn at 80% sparsity: 0.98 -> 0.91 in 2 epochs at 1e-4,
+0.975 at 1e-3; cnn64 at 50%: 0.944 -> 0.835 at 1e-4, 0.937 in 4 epochs at 1e-3).
 """
 from __future__ import annotations
 
@@ -41,6 +46,12 @@ class FineTune:
     #: a few inputs for data-only steps (QAT range calibration); may exist without labels
     calibration: Inputs | None = None
     how: str = "fit() on the training split"
+    #: pruning: the fraction of the fine-tuning steps at which the sparsity schedule reaches its target (the
+    #: rest recovers at the final mask: ending at 100% cost lstm_classifier 4.7 points at 50%, 80% 0.7)
+    schedule_end: float = 0.8
+    #: where ``epochs`` and ``lr`` came from, for describe()
+    epochs_from: str = ""
+    lr_from: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -55,7 +66,16 @@ class FineTune:
     def describe(self) -> str:
         if not self.enabled:
             return f"none ({self.reason or 'no training data'})"
-        return f"{self.how}: {self.epochs} epoch(s) on {len(self.data)} samples, lr {self.lr:g}"
+        epochs = f" ({self.epochs_from})" if self.epochs_from else ""
+        lr = f" ({self.lr_from})" if self.lr_from else ""
+        return f"{self.how}: {self.epochs} epoch(s){epochs} on {len(self.data)} samples, lr {self.lr:g}{lr}"
+
+    def describe_pruning(self) -> str:
+        """describe() plus where the sparsity schedule ends (pruning only)."""
+        if not self.enabled:
+            return self.describe()
+        end = max(1, int(self.steps() * self.schedule_end))
+        return f"{self.describe()}; sparsity schedule ends at step {end} of {self.steps()} ({self.schedule_end:.0%})"
 
     def fit(self, model, callbacks=(), lr: float | None = None):
         """Compile with Adam + the loss and fit; labels < 0 (unlabelled, e.g. graph nodes) get zero weight."""
@@ -75,9 +95,37 @@ class FineTune:
         return FineTune(reason=reason, calibration=self.calibration, loss=self.loss)
 
 
-def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int = 1, lr: float = 1e-4,
+#: fine-tuning epochs as a fraction of the model's own training epochs (at least MIN_EPOCHS)
+EPOCHS_FRACTION = 0.25
+MIN_EPOCHS = 2
+DEFAULT_LR = 1e-3  # Adam's default, what models.training.fit uses when the config sets no lr
+
+
+def default_epochs(config: dict) -> tuple[int, str]:
+    """(epochs, where from): a quarter of the model's own training epochs, at least MIN_EPOCHS."""
+    trained = config.get("epochs")
+    if not trained:
+        return MIN_EPOCHS, "default"
+    return max(MIN_EPOCHS, int(np.ceil(EPOCHS_FRACTION * trained))), \
+        f"{EPOCHS_FRACTION:.0%} of its {trained} training epochs, at least {MIN_EPOCHS}"
+
+
+def default_lr(config: dict) -> tuple[float, str]:
+    """(lr, where from): the learning rate the model was trained with."""
+    if config.get("lr"):
+        return float(config["lr"]), "its training learning rate"
+    return DEFAULT_LR, "Adam's default, as it was trained"
+
+
+def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int | None = None, lr: float | None = None,
              limit: int | None = None) -> FineTune:
-    """The fine-tuning plan for a zoo model (``limit``: use only the first N training samples)."""
+    """The fine-tuning plan for a zoo model (``limit``: use only the first N training samples); ``epochs`` and
+    ``lr`` default to :func:`default_epochs` / :func:`default_lr` of the model's training config."""
+    epochs_from = lr_from = ""
+    if epochs is None:
+        epochs, epochs_from = default_epochs(config or {})
+    if lr is None:
+        lr, lr_from = default_lr(config or {})
     train = splits.train.head(limit) if limit else splits.train
     calibration = spec.calibration(splits, min(64, n_samples(splits.train.x)))
     batch = config.get("batch_size", 32)
@@ -91,7 +139,8 @@ def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int = 1, 
         return FineTune(reason=f"{spec.name} has no supervised loss/labels to fine-tune with",
                         calibration=calibration)
     how, extra = FIT_EQUIVALENT.get(spec.name, ("fit() on the training split", lambda c: {}))
-    return FineTune(train, spec.loss, epochs, batch, lr, fit_kwargs=extra(config), calibration=calibration, how=how)
+    return FineTune(train, spec.loss, epochs, batch, lr, fit_kwargs=extra(config), calibration=calibration, how=how,
+                    epochs_from=epochs_from, lr_from=lr_from)
 
 
 def for_user_model(model, data: Split | None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:

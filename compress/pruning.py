@@ -13,7 +13,7 @@ import numpy as np
 from models.backend import quiet_stderr
 
 from . import custom
-from .finetune import FineTune, as_finetune
+from .finetune import DEFAULT_LR, FineTune, as_finetune
 from .selective import kernel_weights, kernels_by_layer, rebuild, start_outcome, wrap_layers
 
 with quiet_stderr():
@@ -79,7 +79,8 @@ def sparsity_report(model) -> list[LayerSparsity]:
         kernels = [w for w in layer.weights if "kernel" in w.name or "embeddings" in w.name]
         if kernels:
             values = [np.asarray(w.numpy()) for w in kernels]
-            rows.append(LayerSparsity(layer.name, sum(v.size for v in values), sum(int((v == 0).sum()) for v in values)))
+            zeros = sum(int((v == 0).sum()) for v in values)
+            rows.append(LayerSparsity(layer.name, sum(v.size for v in values), zeros))
     return rows
 
 
@@ -99,13 +100,13 @@ def _one_shot_masks(wrapped) -> None:
 
 
 def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 2, batch_size: int = 32,
-          schedule: str = "polynomial", lr: float = 1e-4, m_by_n: tuple[int, int] | None = None):
+          schedule: str = "polynomial", lr: float = DEFAULT_LR, m_by_n: tuple[int, int] | None = None):
     """Prune every supported layer to ``sparsity`` (or to an ``m_by_n`` pattern such as (2, 4)); returns
     (stripped model, Outcome).
 
     ``train`` is a Split (with ``loss``), a :class:`FineTune`, or None (one-shot, no fine-tuning). The
-    polynomial schedule reaches its final sparsity at 80% of the fine-tuning steps, leaving the rest for
-    recovery at the final mask; one-shot pruning always uses the target sparsity directly.
+    polynomial schedule reaches its final sparsity at the plan's ``schedule_end`` (80%) of the fine-tuning
+    steps, leaving the rest for recovery at the final mask; one-shot pruning uses the target sparsity directly.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -116,11 +117,11 @@ def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 
         if len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]:
             raise ValueError(f"m_by_n must be (m, n) with 0 < m < n, got {m_by_n}")
     tune: FineTune = as_finetune(train, loss, epochs=epochs, batch_size=batch_size, lr=lr)
-    outcome = start_outcome(model, "2:4 sparsity" if m_by_n == (2, 4) else f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
+    outcome = start_outcome(model, f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
     if outcome.blocked:
         return model, outcome
     if tune.enabled:
-        sched = _schedule(schedule, sparsity, int(tune.steps() * 0.8))
+        sched = _schedule(schedule, sparsity, int(tune.steps() * tune.schedule_end))
     else:
         sched = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, frequency=1)
     if m_by_n is not None:
@@ -138,7 +139,7 @@ def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 
     stripped = rebuild(tfmot.sparsity.keras.strip_pruning(wrapped))
     outcome.details = {"target_sparsity": None if m_by_n else sparsity,
                        "schedule": "m_by_n" if m_by_n else (schedule if tune.enabled else "constant (one-shot)"),
-                       "fine_tuning": tune.describe(),
+                       "fine_tuning": tune.describe_pruning(),
                        "achieved_sparsity": overall_sparsity(stripped, outcome.applied)}
     if m_by_n is not None:
         outcome.details["m_by_n"] = f"{m_by_n[0]}:{m_by_n[1]}"
