@@ -25,7 +25,6 @@ class Variant:
 
 
 PRUNE_SPARSITY = 0.5
-PRUNE_EPOCHS = 2
 
 VARIANTS = [
     Variant("fp32", "fp32", "keras"),
@@ -67,7 +66,7 @@ def _pruned(subject: Subject, work: Path) -> Path:
 
     # fit()-trained models fine-tune (a user's file on its --data); custom-loop and untrained models are pruned
     # one-shot (the plan says why)
-    plan = for_spec(subject.spec, subject.config or {}, subject.splits, epochs=PRUNE_EPOCHS)
+    plan = for_spec(subject.spec, subject.config or {}, subject.splits)  # the model's own lr, 25% of its epochs
     pruned, outcome = prune(load_keras(subject.path, custom_objects=subject.custom_objects), plan,
                             sparsity=PRUNE_SPARSITY)
     if not outcome.ran:

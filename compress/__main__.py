@@ -242,9 +242,12 @@ def _common(p, output=True, max_drop=False):
     p.add_argument("--cache-dir", default=None)
 
 
-def _tuning(p, epochs: int, lr: float):
-    p.add_argument("--epochs", type=int, default=epochs, help="fine-tuning epochs (0: one-shot, no fine-tuning)")
-    p.add_argument("--lr", type=float, default=lr, help="fine-tuning learning rate")
+def _tuning(p, epochs: int | None, lr: float | None):
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help="fine-tuning epochs (0: one-shot; default " + (str(epochs) if epochs is not None else
+                                                                       "25%% of the model's training, at least 2") + ")")
+    p.add_argument("--lr", type=float, default=lr, help="fine-tuning learning rate (default " + (
+        f"{lr:g}" if lr is not None else "the model's own training rate, 1e-3 when it set none") + ")")
     p.add_argument("--limit", type=int, default=None, help="fine-tune on the first N training samples only")
 
 
@@ -259,7 +262,7 @@ def main(argv=None):
     p.add_argument("--schedule", default="polynomial", help="polynomial | constant")
     p.add_argument("--structure", default=None, metavar="M:N",
                    help="structured sparsity instead of --sparsity: M zeros in every N weights (e.g. 2:4)")
-    _tuning(p, 2, 1e-4)
+    _tuning(p, None, None)
     p.set_defaults(fn=_prune)
 
     p = sub.add_parser("cluster", help="weight clustering (tfmot, per layer): k shared values per kernel")

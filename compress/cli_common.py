@@ -19,9 +19,9 @@ def check_output(path: Path, suffixes: tuple[str, ...]) -> Path:
 
 def validate(args) -> None:
     """Option checks that need no model: fail in one line before anything is loaded or trained."""
-    if getattr(args, "epochs", 1) < 0:
+    if (getattr(args, "epochs", None) or 0) < 0:
         raise UserError(f"--epochs must be >= 0 (0: one-shot, no fine-tuning), got {args.epochs}")
-    if getattr(args, "lr", 1.0) <= 0:
+    if getattr(args, "lr", None) is not None and args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
@@ -79,7 +79,7 @@ def finetune_plan(args, subject):
     """The fine-tuning plan on the subject's training data (zoo split or --data), or one-shot with the reason."""
     from . import finetune
 
-    plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, epochs=max(args.epochs, 1),
+    plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, epochs=None if args.epochs is None else max(args.epochs, 1),
                              lr=args.lr, limit=args.limit)
     if args.epochs == 0:
         return plan.without("--epochs 0 (one-shot)")
