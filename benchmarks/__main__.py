@@ -8,7 +8,8 @@ from models.errors import UserError
 
 
 def _run(args):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     from models import registry
 
@@ -52,7 +53,7 @@ def _run(args):
     out.print(build_line())
     store = Store(cfg.out / "results.db")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=out, transient=False) as progress:
+                  TextColumn("left"), TimeRemainingColumn(), console=out, transient=False) as progress:
         task = progress.add_task("sweep", total=None)
         sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute)
         progress.update(task, total=len(sweep.plan()))
