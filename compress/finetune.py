@@ -143,19 +143,6 @@ def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int | Non
                     epochs_from=epochs_from, lr_from=lr_from)
 
 
-def for_user_model(model, data: Split | None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:
-    """A user's own model: fine-tune on ``--data`` with the loss it was compiled with."""
-    loss = getattr(model, "loss", None)
-    calibration = data.x if data is not None else None
-    if data is None:
-        return FineTune(reason="no training data for a user model (pass --data FILE.npz with arrays x and y)",
-                        loss=loss)
-    if loss is None:
-        return FineTune(reason="the model was saved without a loss (compile it before saving to fine-tune it)",
-                        calibration=calibration)
-    return FineTune(data, loss, epochs, batch_size, lr, calibration=calibration)
-
-
 def as_finetune(train, loss=None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:
     """Accept a FineTune, a Split (+ loss), or None (one-shot) wherever a technique takes data."""
     if isinstance(train, FineTune):
