@@ -46,6 +46,16 @@ def _images(n: int, seed: int):
     return x, y
 
 
+def _fit_and_save(model, x, y, epochs: int, stem: Path) -> tuple[Path, Path]:
+    """Train as a user would (Adam, the model's own loss and accuracy metric), save it and its data beside it."""
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    path, data = stem.with_suffix(".keras"), stem.with_suffix(".npz")
+    model.save(path)
+    np.savez(data, x=x, y=y)
+    return path, data
+
+
 def keras3_cnn(directory: Path, n: int = 900, epochs: int = 12) -> tuple[Path, Path]:
     import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
 
@@ -56,12 +66,7 @@ def keras3_cnn(directory: Path, n: int = 900, epochs: int = 12) -> tuple[Path, P
         keras.layers.Conv2D(8, 3, activation="gelu"), keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(16, activation="swish"), keras.layers.Dense(3, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    path, data = Path(directory) / "keras3_cnn.keras", Path(directory) / "keras3_cnn.npz"
-    model.save(path)
-    np.savez(data, x=x, y=y)
-    return path, data
+    return _fit_and_save(model, x, y, epochs, Path(directory) / "keras3_cnn")
 
 
 def _tabular_data(n: int, seed: int):
@@ -86,12 +91,7 @@ def tabular(directory: Path, n: int = 2000, epochs: int = 15) -> tuple[Path, Pat
     h = keras.layers.Dense(16, activation="elu")(h)
     outputs = keras.layers.Dense(2, activation="softmax")(h)
     model = keras.Model(inputs, outputs)
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    path, data = Path(directory) / "tabular.keras", Path(directory) / "tabular.npz"
-    model.save(path)
-    np.savez(data, x=x, y=y)
-    return path, data
+    return _fit_and_save(model, x, y, epochs, Path(directory) / "tabular")
 
 
 def custom_layer(directory: Path, n: int = 600, epochs: int = 10) -> tuple[Path, Path, Path]:
@@ -110,12 +110,7 @@ def custom_layer(directory: Path, n: int = 600, epochs: int = 10) -> tuple[Path,
     h = namespace["ScaledDense"](12, name="scaled_dense")(inputs)
     outputs = keras.layers.Dense(2, activation="softmax")(h)
     model = keras.Model(inputs, outputs)
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    path, data = Path(directory) / "custom.keras", Path(directory) / "custom.npz"
-    model.save(path)
-    np.savez(data, x=x.astype("float32"), y=y)
-    return path, data, code
+    return (*_fit_and_save(model, x.astype("float32"), y, epochs, Path(directory) / "custom"), code)
 
 
 if __name__ == "__main__":
