@@ -139,11 +139,11 @@ def raw_input_normalizers(model) -> dict[str, str]:
     """
     import numpy as np
 
-    from models.synthetic import _first_layer
+    from models.synthetic import first_layer
 
     found = {}
     for t in model.inputs:
-        layer = _first_layer(model, t.name.split(":")[0])
+        layer = first_layer(model, t.name.split(":")[0])
         if type(layer).__name__ != "Normalization" or getattr(layer, "variance", None) is None:
             continue
         std = np.sqrt(np.maximum(np.ravel(np.asarray(layer.variance, np.float64)), 1e-30))

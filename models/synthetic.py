@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _first_layer(model, input_name: str):
+def first_layer(model, input_name: str):
     """The layer that consumes the model input ``input_name`` (None if it cannot be told)."""
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
@@ -32,7 +32,7 @@ def describe_range(model, sig) -> str:
 
 
 def _draw(model, input_name, shape, rng, dtype) -> tuple[np.ndarray, str]:
-    layer = _first_layer(model, input_name)
+    layer = first_layer(model, input_name)
     kind = type(layer).__name__ if layer is not None else ""
     if kind == "Embedding" or np.dtype(dtype).kind in "iu":
         high = int(getattr(layer, "input_dim", 0) or 0) if kind == "Embedding" else 0
