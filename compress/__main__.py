@@ -1,4 +1,4 @@
-"""python -m compress {prune,cluster,qat,quantize,channel-prune,preflight}"""
+"""python -m compress {prune,cluster,qat,quantize,channel-prune,preflight,auto}"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -226,6 +226,36 @@ def _preflight(args):
     out.print(f"fine-tuning: {tuning}")
 
 
+def _auto(args):
+    from .auto import DEFAULT_RUNTIMES, AutoSpec, auto
+
+    spec = AutoSpec(Path(args.output), max_drop=args.max_drop, relative=args.relative, target=args.target,
+                    runtimes=tuple(args.runtime or DEFAULT_RUNTIMES), time_budget_min=args.time_budget,
+                    strict=args.strict, cache=args.cache_dir)  # option checks before anything is loaded
+    out = console()
+    with out.status(f"preparing {args.model}..."):
+        subject = common.load_subject(args)
+    for line in subject.describe():
+        out.print(line)
+
+    def progress(c):
+        if c.status != "scored":
+            out.print(f"{c.runtime:<16} {c.label:<44} {c.status}: {c.reason}")
+            return
+        verdict = "ok" if c.within_budget else "over budget" + (" (--strict)" if spec.strict else "")
+        out.print(f"{c.runtime:<16} {c.label:<44} {c.size / 1024:9.1f} KiB {c.p50_ms:9.4g} ms  "
+                  f"{subject.metric.name} {c.metric:.4f}  drop {c.drop_text()}  {verdict}"
+                  + ("  (from the search log)" if c.resumed else ""))
+
+    result = auto(subject, spec, progress, say=out.print)
+    for note in result.notes:
+        out.print(note)
+    for choice in result.choices.values():
+        out.print(choice.message + (f" -> {choice.path}" if choice.path else ""))
+    out.print(f"search: {result.seconds:.0f} s, {result.new} new candidate(s); wrote {spec.out / 'auto.json'}, "
+              f"{spec.out / 'report.md'}, {spec.out / 'report.html'}")
+
+
 # ------------------------------------------------------------------------------------------------ the parser
 
 
@@ -313,6 +343,29 @@ def main(argv=None):
     _common(p, output=False)
     p.add_argument("--clusters", type=int, default=16, help="clusters to check kernels against")
     p.set_defaults(fn=_preflight)
+
+    p = sub.add_parser("auto", help="search the smallest/fastest exported file within an accuracy budget, per "
+                                    "runtime (PTQ, mixed precision, pruning, clustering, channel pruning)")
+    p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel, or a zoo name")
+    from models.cli import add_subject_args
+
+    add_subject_args(p)
+    p.add_argument("--max-drop", type=float, required=True,
+                   help="the largest metric drop allowed vs fp32 Keras, in the metric's units (e.g. 0.01: one point "
+                        "of accuracy), or a fraction of the fp32 metric with --relative")
+    p.add_argument("--relative", action="store_true", help="--max-drop is a fraction of the fp32 metric")
+    p.add_argument("--target", default="latency", help="latency (default: the fastest within budget) | size")
+    p.add_argument("--runtime", nargs="+", default=None, metavar="RUNTIME",
+                   help="runtimes to search for (default: litert onnxruntime-cpu)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop scoring new candidates after MIN minutes and choose among those scored")
+    p.add_argument("--strict", action="store_true", help="require the drop's 95%% upper bound within the budget")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="directory for best-<runtime>.<ext>, auto.json, report.md/html and the search log")
+    p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
+    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
+    p.add_argument("--cache-dir", default=None)
+    p.set_defaults(fn=_auto)
 
     args = parser.parse_args(argv)
     common.validate(args)

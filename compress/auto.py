@@ -1,0 +1,670 @@
+"""``compress auto``: the smallest or fastest exported file within an accuracy budget, per runtime.
+
+A bounded, cheap-first search. Per runtime: the fp32 baseline, then post-training quantization (TFLite
+dynamic/float16/int8/16x8; ONNX float16/dynamic/int8 in the flavour measured fastest on this host), then,
+only where the default int8 loses more than the budget, ONNX's other int8 flavours, per-tensor weights and
+entropy/percentile calibration, and mixed precision (the most sensitive layers kept in float); last the Keras
+techniques (50% and 2:4 pruning, 16 clusters, 25%/50% channel pruning), each exported fp32 and chained with
+int8. Every candidate is the real file, scored on the real runtime (compress.auto_eval); the search log
+(compress.auto_log) makes a rerun skip what it scored. A candidate that cannot be built is kept with its
+reason. The choice is the fastest (or smallest) candidate whose drop is within the budget; when none is, the
+one with the smallest drop is written anyway and the output says the budget was not reached.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.errors import UserError
+
+from .ptq import QuantRecipe
+
+DEFAULT_RUNTIMES = ("litert", "onnxruntime-cpu")
+TARGETS = ("latency", "size")
+PTQ_MODES = {"tflite": ("dynamic", "float16", "int8", "16x8"), "onnx": ("float16", "dynamic", "int8")}
+EXT = {"tflite": "tflite", "onnx": "onnx"}
+LOG_NAME = "auto-log.sqlite"
+TIE = 0.03  # latencies closer than this (or the timing's own CI) are a tie, broken by size
+
+
+# ------------------------------------------------------------------------------------------------ techniques
+
+@dataclass(frozen=True)
+class Technique:
+    """A Keras-level technique: ``apply(model, plan) -> (model, Outcome)``, written once in DIR/techniques."""
+
+    id: str
+    step: str  # its step in a recipe chain
+    apply: Callable
+
+
+def _prune(sparsity=0.5, m_by_n=None):
+    def apply(model, plan):
+        from .pruning import prune
+
+        return prune(model, plan, sparsity=sparsity, m_by_n=m_by_n)
+
+    return apply
+
+
+def _cluster(clusters):
+    def apply(model, plan):
+        from .clustering import cluster
+
+        return cluster(model, plan, clusters=clusters)
+
+    return apply
+
+
+def _channels(ratio):
+    def apply(model, plan):
+        from .channels import channel_prune
+
+        return channel_prune(model, plan, ratio=ratio)
+
+    return apply
+
+
+TECHNIQUES = (
+    Technique("prune50", "prune(0.5)", _prune(0.5)),
+    Technique("prune2x4", "prune(2:4)", _prune(m_by_n=(2, 4))),
+    Technique("cluster16", "cluster(16)", _cluster(16)),
+    Technique("channels25", "channels(0.25)", _channels(0.25)),
+    Technique("channels50", "channels(0.5)", _channels(0.5)),
+)
+
+
+# ----------------------------------------------------------------------------------------------- spec/result
+
+@dataclass(frozen=True)
+class AutoSpec:
+    """What to search for. ``max_drop`` is in the metric's units, or a fraction of the fp32 metric with
+    ``relative``; ``strict`` judges the drop's 95% upper bound instead of its estimate."""
+
+    out: Path
+    max_drop: float = 0.01
+    relative: bool = False
+    target: str = "latency"
+    runtimes: tuple = DEFAULT_RUNTIMES
+    time_budget_min: float | None = None
+    strict: bool = False
+    #: technique ids to try (None: all of TECHNIQUES)
+    techniques: tuple | None = None
+    mixed_precision: bool = True
+    resamples: int = 1000
+    seed: int = 0
+    cache: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "runtimes", tuple(dict.fromkeys(self.runtimes or DEFAULT_RUNTIMES)))
+        if self.target not in TARGETS:
+            raise UserError(f"unknown --target {self.target!r}; valid: {', '.join(TARGETS)}")
+        if not math.isfinite(self.max_drop):
+            raise UserError(f"--max-drop must be a finite number, got {self.max_drop}")
+        if self.time_budget_min is not None and not self.time_budget_min >= 0:
+            raise UserError(f"--time-budget must be >= 0 minutes, got {self.time_budget_min}")
+        if self.resamples < 100:
+            raise UserError(f"resamples must be >= 100 for a 95% interval, got {self.resamples}")
+        known = {t.id for t in TECHNIQUES}
+        unknown = [t for t in (self.techniques or ()) if t not in known]
+        if unknown:
+            raise UserError(f"unknown technique(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        for name in self.runtimes:
+            runtime_format(name)
+
+
+def runtime_format(name: str) -> str:
+    """The file format a runtime runs, or a one-line UserError (unknown, not an exported-file runtime, missing)."""
+    from benchmarks import runtimes
+
+    valid = [r.name for r in runtimes.RUNTIMES if r.format in EXT]
+    try:
+        rt = runtimes.by_name(name)
+    except UserError:
+        raise UserError(f"unknown --runtime {name!r}; valid: {', '.join(valid)}") from None
+    if rt.format not in EXT:
+        raise UserError(f"--runtime {name} runs Keras models; auto searches exported files: {', '.join(valid)}")
+    reason = rt.unavailable()
+    if reason:
+        raise UserError(f"--runtime {name} is not available here: {reason}")
+    return rt.format
+
+
+@dataclass
+class Candidate:
+    """One candidate file and its score (or why it has none)."""
+
+    runtime: str
+    chain: list
+    stage: str  # baseline | ptq | fallback | mixed | technique
+    recipe: dict
+    technique: str | None
+    key: str
+    status: str = "scored"  # scored | rejected (cannot be built) | not scored (time budget)
+    reason: str | None = None
+    metric: float | None = None
+    drop: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_note: str | None = None
+    size: int | None = None
+    size_gzip: int | None = None
+    p50_ms: float | None = None
+    p50_ci: float | None = None
+    runs: int | None = None
+    init_ms: float | None = None
+    sha256: str | None = None
+    notes: list = field(default_factory=list)
+    seconds: float = 0.0
+    # the verdict, set when choosing (not stored in the log)
+    resumed: bool = False
+    within_budget: bool | None = None
+    pareto: bool = False
+    chosen: bool = False
+    verdict: str = ""
+
+    LOGGED = ("runtime", "chain", "stage", "recipe", "technique", "key", "status", "reason", "metric", "drop",
+              "ci_low", "ci_high", "ci_note", "size", "size_gzip", "p50_ms", "p50_ci", "runs", "init_ms", "sha256",
+              "notes", "seconds")
+
+    @property
+    def label(self) -> str:
+        return " → ".join(self.chain[1:]) or self.chain[0]
+
+    def quant_recipe(self) -> QuantRecipe:
+        return QuantRecipe(**{**self.recipe, "exclude": tuple(self.recipe.get("exclude") or ())})
+
+    def logged(self) -> dict:
+        return {k: getattr(self, k) for k in self.LOGGED}
+
+    def drop_text(self) -> str:
+        if self.drop is None:
+            return "-"
+        ci = f" [{self.ci_low:+.4f}, {self.ci_high:+.4f}]" if self.ci_high is not None else " [no CI]"
+        return f"{self.drop:+.4f}{ci}"
+
+
+@dataclass
+class RuntimeChoice:
+    runtime: str
+    candidate: Candidate | None
+    fp32: Candidate | None
+    reachable: bool
+    message: str
+    path: Path | None = None
+
+    def ratios(self) -> tuple[float | None, float | None]:
+        """(size, latency) of fp32 over the chosen file's: how many times smaller and faster."""
+        c, b = self.candidate, self.fp32
+        if c is None or b is None or c.size is None or b.size is None:
+            return None, None
+        return b.size / c.size, (b.p50_ms / c.p50_ms if c.p50_ms else None)
+
+
+@dataclass
+class AutoResult:
+    out: Path
+    subject: str
+    metric_name: str
+    higher_is_better: bool
+    baseline: float
+    budget: float
+    spec: AutoSpec
+    candidates: list
+    choices: dict
+    fine_tuning: str
+    sensitivity: dict
+    stopped_early: bool
+    seconds: float
+    new: int  # candidates built and scored in this run (0 on a complete rerun)
+    notes: list = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()}
+        return {"model": self.subject, "metric": self.metric_name, "higher_is_better": self.higher_is_better,
+                "fp32_keras_metric": self.baseline, "budget": self.budget, "spec": spec,
+                "fine_tuning": self.fine_tuning, "stopped_early": self.stopped_early,
+                "search_seconds": self.seconds, "new_candidates": self.new, "notes": self.notes,
+                "choices": {rt: {"file": str(c.path) if c.path else None, "reachable": c.reachable,
+                                 "message": c.message, "chosen_key": c.candidate.key if c.candidate else None,
+                                 "size_ratio": c.ratios()[0], "latency_ratio": c.ratios()[1]}
+                            for rt, c in self.choices.items()},
+                "sensitivity": self.sensitivity,
+                "candidates": [{k: v for k, v in asdict(c).items()} for c in self.candidates]}
+
+
+class _TimeUp(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------- search
+
+def _array_digest(h, obj) -> None:
+    if obj is None:
+        h.update(b"none")
+    elif isinstance(obj, dict):
+        for k in sorted(obj):
+            h.update(str(k).encode())
+            _array_digest(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _array_digest(h, v)
+    else:
+        a = np.ascontiguousarray(np.asarray(obj))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.view(np.uint8).data if a.dtype != object else repr(a.tolist()).encode())
+
+
+def data_digest(splits) -> str:
+    """The content of the data a score depends on (train: calibration and fine-tuning; test: the metric)."""
+    h = hashlib.blake2b(digest_size=16)
+    for split in (splits.train, splits.test):
+        _array_digest(h, split.x)
+        _array_digest(h, split.y)
+    return h.hexdigest()
+
+
+class _Search:
+    def __init__(self, subject, spec: AutoSpec, progress: Callable | None):
+        from models.artifacts import sha256_file
+
+        from . import auto_eval, finetune
+        from .auto_log import AutoLog
+        from .int8_choice import host_description
+
+        self.subject, self.spec, self.progress = subject, spec, progress or (lambda c: None)
+        self.t0 = time.monotonic()
+        self.deadline = None if spec.time_budget_min is None else self.t0 + spec.time_budget_min * 60
+        self.formats = {rt: runtime_format(rt) for rt in spec.runtimes}
+        spec.out.mkdir(parents=True, exist_ok=True)
+        self.scratch = spec.out / "candidates"
+        self.log = AutoLog(spec.out / LOG_NAME)
+        self.model_hash = sha256_file(subject.path)
+        host = host_description()
+        self.context = {"data": data_digest(subject.splits), "metric": subject.metric.name,
+                        "host": {k: host[k] for k in ("cpu", "machine", "cores", "onnxruntime")},
+                        "resamples": spec.resamples, "seed": spec.seed}
+        self.ref = auto_eval.reference(subject, spec.resamples, spec.seed)
+        self.budget = spec.max_drop * abs(self.ref.value) if spec.relative else spec.max_drop
+        self.plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits)
+        self.base = [subject.path.name] if subject.spec.task == "user model" else ["train"]
+        self.candidates: list[Candidate] = []
+        self.sources: dict[str, object] = {}  # technique id -> Subject, or the reason it cannot be built
+        self.sensitivity: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self.stopped_early = False
+        self.new = 0
+
+    # -- one candidate ------------------------------------------------------------------------------------
+    def time_up(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def passes(self, c: Candidate | None) -> bool:
+        if c is None or c.status != "scored":
+            return False
+        bound = c.ci_high if self.spec.strict else c.drop
+        return bound is not None and bound <= self.budget + 1e-12
+
+    def run(self, runtime: str, recipe: QuantRecipe, stage: str, technique: Technique | None = None,
+            always: bool = False) -> Candidate:
+        from .auto_log import candidate_key
+
+        tech_id = f"{technique.id}[{self.plan.describe()}]" if technique else "fp32"
+        key = candidate_key(self.model_hash, f"{tech_id}|{recipe}", runtime, self.context)
+        chain = self.base + ([technique.step] if technique else []) + [str(recipe)]
+        row = self.log.get(key)
+        if row is not None:
+            cand = Candidate(**row, resumed=True)
+        elif not always and self.time_up():
+            self.stopped_early = True
+            cand = Candidate(runtime, chain, stage, asdict(recipe), technique and technique.id, key,
+                             status="not scored", reason=f"the --time-budget of {self.spec.time_budget_min:g} min "
+                                                         "was spent before it")
+        else:
+            cand = self._build_and_score(runtime, recipe, stage, technique, key, chain)
+            self.log.put(key, cand.logged())
+            self.new += 1
+        cand.within_budget = self.passes(cand) if cand.status == "scored" else None
+        self.candidates.append(cand)
+        self.progress(cand)
+        return cand
+
+    def _build_and_score(self, runtime, recipe, stage, technique, key, chain) -> Candidate:
+        from export.exporter import export
+        from export.onnx import int8_flavour
+
+        from .auto_eval import score_file
+
+        t = time.monotonic()
+        cand = Candidate(runtime, chain, stage, asdict(recipe), technique and technique.id, key)
+        path = self.scratch / runtime / f"{key}.{EXT[recipe.format]}"
+        try:
+            source = self.source(technique)
+            resolved, notes = int8_flavour(source, recipe, cache=self.spec.cache)
+            cand.recipe, cand.notes = asdict(resolved), list(notes)
+            cand.chain = chain[:-1] + [str(resolved)]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result = export(source, resolved, path, chain=chain[:-1], check=False)
+            cand.notes += result.notes
+            score = score_file(self.subject, self.ref, path, runtime)
+            for k, v in score.as_dict().items():
+                setattr(cand, k, v)
+        except _Unbuildable as e:
+            cand.status, cand.reason = "rejected", str(e)
+        except Exception as e:  # a converter or runtime that cannot handle the model: kept with its reason
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            cand.status, cand.reason = "rejected", f"cannot be built or run: {type(e).__name__}: {first}".rstrip(": ")
+        finally:
+            for p in (path, Path(f"{path}.json")):
+                p.unlink(missing_ok=True)
+        cand.seconds = time.monotonic() - t
+        return cand
+
+    def source(self, technique: Technique | None):
+        """The Subject a candidate is exported from: the model itself, or its technique result (built once per
+        search directory, shared by every runtime)."""
+        if technique is None:
+            return self.subject
+        if technique.id not in self.sources:
+            try:
+                self.sources[technique.id] = self._technique(technique)
+            except _Unbuildable as e:
+                self.sources[technique.id] = str(e)
+        found = self.sources[technique.id]
+        if isinstance(found, str):
+            raise _Unbuildable(found)
+        return found
+
+    def _technique(self, technique: Technique):
+        from models.artifacts import key_of, write_json
+        from models.loading import load_keras
+
+        from .cli_common import save_keras
+
+        directory = self.spec.out / "techniques"
+        directory.mkdir(parents=True, exist_ok=True)
+        path, meta_path = directory / f"{technique.id}.keras", directory / f"{technique.id}.json"
+        key = key_of({"model": self.model_hash, "data": self.context["data"], "technique": technique.id,
+                      "plan": self.plan.describe()})
+        meta = None
+        if meta_path.exists():
+            import json
+
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError:
+                meta = None
+            if meta is not None and (meta.get("key") != key or (meta.get("reason") is None and not path.exists())):
+                meta = None
+        if meta is None:
+            if self.subject.keras == "savedmodel":
+                meta = {"key": key, "reason": f"{technique.step} needs Keras layers; this SavedModel has none "
+                                              "(pass the .keras file)"}
+            else:
+                try:
+                    model, outcome = technique.apply(self.subject.model, self.plan)
+                    reason = None if outcome.ran else outcome.reason()
+                except Exception as e:
+                    first = (str(e).strip().splitlines() or [""])[0][:300]
+                    model, outcome, reason = None, None, f"{technique.step} failed: {type(e).__name__}: {first}"
+                meta = {"key": key, "reason": reason}
+                if reason is None:
+                    save_keras(model, path)
+                    meta.update(summary=outcome.summary(), skipped=outcome.skipped,
+                                fine_tuning=outcome.details.get("fine_tuning") or self.plan.describe(),
+                                details={k: v for k, v in outcome.details.items() if k != "fine_tuning"})
+            write_json(meta_path, meta)
+        if meta.get("reason"):
+            raise _Unbuildable(meta["reason"])
+        model = load_keras(path, custom_objects=self.subject.custom_objects)
+        subject = dataclasses.replace(self.subject, model=model, path=path)
+        subject.notes = [f"{technique.step}: {meta['summary']}; fine-tuning: {meta['fine_tuning']}"]
+        return subject
+
+    # -- the stages -----------------------------------------------------------------------------------------
+    def search(self) -> None:
+        spec = self.spec
+        fp32 = {rt: self.run(rt, QuantRecipe(fmt, "fp32"), "baseline", always=True)
+                for rt, fmt in self.formats.items()}
+        self.fp32 = fp32
+        int8 = {}
+        for rt, fmt in self.formats.items():
+            for mode in PTQ_MODES[fmt]:
+                c = self.run(rt, QuantRecipe(fmt, mode), "ptq")
+                if mode == "int8":
+                    int8[rt] = c
+        for rt, fmt in self.formats.items():
+            if int8[rt].status == "not scored" or self.passes(int8[rt]):
+                continue
+            best = int8[rt]
+            if fmt == "onnx" and best.status == "scored":
+                best = self._onnx_fallbacks(rt, best)
+            if spec.mixed_precision and best.status == "scored" and not self.passes(best):
+                self._mixed(rt, best)
+        chosen = [t for t in TECHNIQUES if spec.techniques is None or t.id in spec.techniques]
+        for technique in chosen:
+            for rt, fmt in self.formats.items():
+                self.run(rt, QuantRecipe(fmt, "fp32"), "technique", technique)
+                self.run(rt, QuantRecipe(fmt, "int8"), "technique", technique)
+
+    def _onnx_fallbacks(self, rt: str, default: Candidate) -> Candidate:
+        """Other int8 flavours, per-tensor weights and histogram calibration: only when the default fails."""
+        from .int8_choice import FLAVOURS
+
+        base = default.quant_recipe()
+        recipes = [dataclasses.replace(base, onnx_int8=f) for f in FLAVOURS if f != base.onnx_int8]
+        recipes += [dataclasses.replace(base, per_channel=False)]
+        recipes += [dataclasses.replace(base, calibration=m) for m in ("entropy", "percentile")]
+        best = default
+        for recipe in recipes:
+            c = self.run(rt, recipe, "fallback")
+            if c.status == "scored" and (best.drop is None or c.drop < best.drop):
+                best = c
+            if self.passes(c):
+                return c
+        return best
+
+    def _mixed(self, rt: str, int8: Candidate) -> None:
+        """Keep the fewest, most sensitive layers in float that bring int8 inside the budget."""
+        recipe = int8.quant_recipe()
+        try:
+            from . import mixed_precision, sensitivity
+        except ImportError as e:
+            self.sensitivity[rt] = {"skipped": f"mixed precision not tried: {e}"}
+            return
+        if self.time_up():
+            self.sensitivity[rt] = {"skipped": "mixed precision not tried: the --time-budget was spent"}
+            self.stopped_early = True
+            return
+        try:
+            ranking = sensitivity.rank(self.subject, recipe, calibration=None)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            self.sensitivity[rt] = {"skipped": f"sensitivity ranking failed: {type(e).__name__}: {first}"}
+            return
+
+        def drop_of(kept) -> float:
+            c = self.run(rt, dataclasses.replace(recipe, exclude=tuple(kept)), "mixed")
+            if c.status == "not scored":
+                raise _TimeUp
+            bound = (c.ci_high if self.spec.strict else c.drop) if c.status == "scored" else None
+            return math.inf if bound is None else float(bound)
+
+        entry = {"recipe": str(recipe), "ranking": [_plain(r) for r in ranking]}
+        try:
+            mp = mixed_precision.keep_in_float(ranking, drop_of, self.budget)
+            entry.update(kept_float=list(mp.kept_float), drop=mp.drop, within_budget=mp.within_budget,
+                         steps=[_plain(s) for s in mp.steps])
+        except _TimeUp:
+            entry["stopped"] = "the --time-budget was spent during the search"
+        self.sensitivity[rt] = entry
+
+    # -- the choice -----------------------------------------------------------------------------------------
+    def choose(self) -> dict:
+        from benchmarks.plots import pareto
+
+        choices = {}
+        order = (lambda c: (c.size, c.p50_ms)) if self.spec.target == "size" else (lambda c: (c.p50_ms, c.size))
+        pick = self._smallest if self.spec.target == "size" else self._fastest
+        bound_name = "the drop's 95% upper bound" if self.spec.strict else "the drop"
+        for rt in self.formats:
+            mine = [c for c in self.candidates if c.runtime == rt]
+            scored = [c for c in mine if c.status == "scored"]
+            for c in mine:
+                if c.status != "scored":
+                    c.verdict = f"{c.status}: {c.reason}"
+                    continue
+                c.within_budget = self.passes(c)
+                if c.within_budget:
+                    c.verdict = f"within budget ({bound_name} {self._bound(c):+.4f} <= {self.budget:.4g})"
+                elif self.spec.strict and c.ci_high is None:
+                    c.verdict = f"refused by --strict: no interval ({c.ci_note})"
+                else:
+                    c.verdict = f"over budget: {bound_name} {self._bound(c):+.4f} > {self.budget:.4g}"
+            points = [{"metric": c.metric, "p50_ms": c.p50_ms, "size": c.size} for c in scored]
+            for i in pareto(points, self.ref.higher_is_better):
+                scored[i].pareto = True
+            ok = [c for c in scored if c.within_budget]
+            if ok:
+                best = pick(ok)
+                reachable = True
+                ratio = self._ratio_text(best, self.fp32.get(rt))
+                message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
+                           f"{self.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
+                           f"{self.budget:.4g}")
+                best.verdict = f"chosen: the {'smallest' if self.spec.target == 'size' else 'fastest'} within budget"
+            elif scored:
+                best = min(scored, key=lambda c: (c.drop if not self.spec.strict or c.ci_high is None
+                                                  else c.ci_high,) + order(c))
+                reachable = False
+                message = (f"{rt}: the budget of {self.budget:.4g} ({bound_name}) is unreachable: no candidate of "
+                           f"{len(scored)} keeps it; wrote the one that loses least, {best.label}, drop "
+                           f"{best.drop_text()}")
+                best.verdict = "chosen although over budget: the smallest drop of all candidates"
+            else:
+                best, reachable = None, False
+                message = f"{rt}: no candidate could be built and scored, nothing to write (" + "; ".join(
+                    f"{c.label}: {c.reason}" for c in mine[:3]) + ")"
+            if best is not None:
+                best.chosen = True
+            choices[rt] = RuntimeChoice(rt, best, self.fp32.get(rt), reachable, message)
+        return choices
+
+    @staticmethod
+    def _fastest(cands: list[Candidate]) -> Candidate:
+        """The fastest, where latencies within the timing's noise (the median's 95% CI, at least TIE) count as
+        a tie that the smaller file wins (then the smaller drop)."""
+        top = min(cands, key=lambda c: c.p50_ms)
+        tol = max(TIE, top.p50_ci or 0.0)
+        tied = [c for c in cands if c.p50_ms <= top.p50_ms * (1 + tol)]
+        return min(tied, key=lambda c: (c.size, c.drop, c.p50_ms))
+
+    @staticmethod
+    def _smallest(cands: list[Candidate]) -> Candidate:
+        return min(cands, key=lambda c: (c.size, c.p50_ms, c.drop))
+
+    def _bound(self, c: Candidate) -> float:
+        return c.ci_high if self.spec.strict else c.drop
+
+    @staticmethod
+    def _ratio_text(c: Candidate, fp32: Candidate | None) -> str:
+        if fp32 is None or fp32.status != "scored" or c is fp32:
+            return ""
+        return f" ({fp32.size / c.size:.2f}x smaller, {fp32.p50_ms / c.p50_ms:.2f}x faster than fp32)"
+
+    def write_best(self, choice: RuntimeChoice) -> None:
+        """Export the chosen candidate again through export() (metadata, parity check, atomic writes) as
+        DIR/best-<runtime>.<ext>; if the bytes differ from the scored file's, score the written one."""
+        from export.exporter import export
+        from models.artifacts import sha256_file
+
+        from .auto_eval import score_file
+
+        c = choice.candidate
+        if c is None:
+            return
+        technique = next((t for t in TECHNIQUES if t.id == c.technique), None)
+        source = self.source(technique)
+        recipe = c.quant_recipe()
+        path = self.spec.out / f"best-{c.runtime}.{EXT[recipe.format]}"
+        result = export(source, recipe, path, chain=c.chain[:-1], enforce=False, max_drop=self.budget)
+        choice.path = path
+        if result.failed_check:
+            c.notes.append(f"export check of the written file: {result.validation.failure()}")
+        if sha256_file(path) != c.sha256:
+            score = score_file(self.subject, self.ref, path, c.runtime)
+            c.notes.append(f"the written file differs from the scored one (a non-deterministic converter): it was "
+                           f"scored again ({self.ref.metric_name} {c.metric:.4f} -> {score.metric:.4f})")
+            for k, v in score.as_dict().items():
+                setattr(c, k, v)
+
+
+class _Unbuildable(Exception):
+    """A candidate that cannot be built (technique not applicable, nothing to convert); the message says why."""
+
+
+def _plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {k: _plain(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _kib(n) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KiB"
+
+
+# ------------------------------------------------------------------------------------------------------ entry
+
+def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None = None,
+         say: Callable[[str], None] | None = None) -> AutoResult:
+    """Search ``subject``'s compressed files per runtime, write the chosen ones, auto.json and the reports.
+
+    ``progress(candidate)`` is called once per candidate as it is scored (or found in the log, or rejected);
+    ``say(line)`` gets what the search is about to do.
+    """
+    from models.artifacts import write_json
+
+    from . import auto_report
+
+    if subject.metric is None:
+        raise UserError(f"{subject.name} has no labelled data, so an accuracy budget cannot be checked: pass --data "
+                        "FILE with labels (an .npz with x and y, a .csv with --label, or an image folder)")
+    search = _Search(subject, spec, progress)
+    if say is not None:
+        ref = search.ref
+        say(f"fp32 Keras {ref.metric_name}: {ref.value:.4f} on {ref.n} test samples; searching "
+            f"{', '.join(spec.runtimes)} for the {'smallest' if spec.target == 'size' else 'fastest'} file whose "
+            f"drop{' (95% upper bound)' if spec.strict else ''} is at most {search.budget:.4g}; fine-tuning: "
+            f"{search.plan.describe()}")
+    search.search()
+    choices = search.choose()
+    for choice in choices.values():
+        search.write_best(choice)
+    if search.stopped_early:
+        n = sum(c.status == "not scored" for c in search.candidates)
+        search.notes.append(f"stopped early: the --time-budget of {spec.time_budget_min:g} min was spent; "
+                            f"{n} candidate(s) not scored, chose among the "
+                            f"{sum(c.status == 'scored' for c in search.candidates)} scored")
+    if search.plan.reason:
+        search.notes.append(f"techniques ran one-shot (no fine-tuning): {search.plan.reason}")
+    shutil.rmtree(search.scratch, ignore_errors=True)  # every candidate file was removed once scored
+    result = AutoResult(spec.out, subject.name, search.ref.metric_name, search.ref.higher_is_better,
+                        search.ref.value, search.budget, spec, search.candidates, choices, search.plan.describe(),
+                        search.sensitivity, search.stopped_early, time.monotonic() - search.t0, search.new,
+                        search.notes)
+    write_json(spec.out / "auto.json", result.as_json())
+    auto_report.write(result)
+    return result

@@ -1,0 +1,69 @@
+"""The resumable search log of ``compress auto``: one SQLite row per scored candidate.
+
+A row is keyed by a hash of what its score depends on (model and data content, the candidate's recipe chain,
+the runtime, the host and the harness version), so a rerun in the same directory skips every candidate it
+already scored, and anything that would change a score (new weights, other data, another CPU, a changed
+harness) gets a new key and is scored again. Each write is one transaction: a killed search keeps the rows
+it finished, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from models.artifacts import key_of
+from models.errors import UserError
+
+#: bump when scoring or timing changes: older rows then no longer match and are scored again
+HARNESS_VERSION = 1
+TABLE = "auto_candidates"
+
+
+def candidate_key(model_hash: str, chain: str, runtime: str, context: dict | None = None) -> str:
+    """The key of one candidate's score: (model content hash, recipe chain, runtime, harness version) plus
+    ``context`` (data hash, metric, host, bootstrap settings: whatever else the score depends on)."""
+    return key_of({"model": model_hash, "chain": chain, "runtime": runtime, "harness": HARNESS_VERSION,
+                   **(context or {})})
+
+
+class AutoLog:
+    """``get(key)`` -> the stored row (a dict) or None; ``put(key, row)`` stores one atomically."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with self._db() as db, db:
+                db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, runtime TEXT, chain TEXT, "
+                           "status TEXT, row TEXT, created TEXT DEFAULT CURRENT_TIMESTAMP)")
+        except sqlite3.DatabaseError as e:  # pragma: no cover - raised inside _db as UserError
+            raise UserError(f"search log {self.path}: {e}") from None
+
+    @contextmanager
+    def _db(self):
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                yield db
+        except sqlite3.Error as e:
+            raise UserError(f"search log {self.path}: {str(e).strip() or type(e).__name__} "
+                            "(delete it to start the search afresh)") from None
+
+    def get(self, key: str) -> dict | None:
+        with self._db() as db:
+            found = db.execute(f"SELECT row FROM {TABLE} WHERE key = ?", (key,)).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def put(self, key: str, row: dict) -> None:
+        with self._db() as db, db:
+            db.execute(f"INSERT OR REPLACE INTO {TABLE} (key, runtime, chain, status, row) VALUES (?, ?, ?, ?, ?)",
+                       (key, row.get("runtime"), json.dumps(row.get("chain")), row.get("status"),
+                        json.dumps(row, default=str)))
+
+    def keys(self) -> set[str]:
+        with self._db() as db:
+            return {r[0] for r in db.execute(f"SELECT key FROM {TABLE}")}
+
+    def __len__(self) -> int:
+        with self._db() as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
