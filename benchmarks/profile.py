@@ -4,7 +4,12 @@ ONNX Runtime: ``SessionOptions.enable_profiling`` writes a Chrome-trace JSON wit
 kernel run; the node names tf2onnx writes keep the Keras layer path ("sequential/conv2d/Conv2D"), so the
 layer is the last path component that names a layer of the Keras model.
 
-LiteRT: ai-edge-litert's Python API has no op profiler (see ``litert_unavailable``); the profile says so.
+LiteRT: the CompiledModel's profiler through libLiteRt.so's C API (benchmarks/profile_litert.py): XNNPACK's
+operator timings for ``litert``, one event per TFLite node with builtin kernels for ``litert-noxnnpack``; each
+op mapped to its TFLite node and from the node's tensor names to the Keras layer.
+
+An op's per-run time is a 10% trimmed mean over the runs: robust to a preempted run on a shared CPU like a
+median, but not stuck at 0 or 1 for ops that LiteRT times in whole microseconds.
 """
 from __future__ import annotations
 
@@ -44,29 +49,13 @@ class Profile:
     runs: int
     batch: int
     threads: int
-    total_ms: float  # per run, all ops (sum of the ops' medians)
+    total_ms: float  # per run, all ops (sum of the ops' trimmed means)
     profiler: str
     layers: list[LayerTime] = field(default_factory=list)
     created: str = ""
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def litert_unavailable() -> str:
-    """Why there is no LiteRT op profile: checked against the installed package, not assumed."""
-    from importlib import metadata
-
-    from ai_edge_litert import interpreter
-
-    version = metadata.version("ai-edge-litert")
-    sig = interpreter.Interpreter.__init__.__code__.co_varnames
-    has = [n for n in sig if "profil" in n and "force_delegate" not in n]
-    if has:  # a later version may add it: then this module must learn to use it, not pretend
-        return f"ai-edge-litert {version} has Interpreter options {has} this toolkit does not use yet"
-    return (f"ai-edge-litert {version} exposes no op profiler to Python: the Interpreter has no profiling option "
-            "and the CompiledModel profiler needs runtime options (enable_profiling) that its Python Options do "
-            "not offer; use --runtime onnxruntime-cpu with an onnx variant for a per-layer profile")
 
 
 def layer_of(node: str, layers: set[str] | None) -> str | None:
@@ -94,7 +83,10 @@ def keras_layer_names(model) -> set[str]:
 
 def aggregate(ops: list[tuple[str, str, float]], runs: int, layers: set[str] | None) -> tuple[float, list[LayerTime]]:
     """(node name, op type, µs) of every op run -> per-run ms and share per layer, slowest first. An op's per-run
-    time is its median over the runs (one preempted run on a shared CPU must not make a layer look slow)."""
+    time is its 10% trimmed mean over the runs (one preempted run on a shared CPU must not make a layer look
+    slow, and whole-µs timings need a mean, not a median)."""
+    from scipy.stats import trim_mean
+
     samples: dict[tuple[str, str], list[float]] = defaultdict(list)
     for name, op_type, us in ops:
         samples[(name, op_type)].append(us)
@@ -102,7 +94,7 @@ def aggregate(ops: list[tuple[str, str, float]], runs: int, layers: set[str] | N
     for (name, op_type), us in samples.items():
         per_run = max(1, round(len(us) / runs))  # an op inside a loop runs several times per call
         entry = by_layer[layer_of(name, layers) or f"(no Keras layer) {op_type}"]
-        entry[0] += float(np.median(us)) * per_run
+        entry[0] += float(trim_mean(us, 0.1)) * per_run
         entry[1] += per_run
         entry[2].add(op_type)
     total_us = sum(e[0] for e in by_layer.values())
@@ -203,14 +195,22 @@ def run_profile(subject: Subject, runtime: str | None = None, runs: int = 50, wa
         raise UserError(f"runtime {runtime!r} does not run .{fmt} files; valid: {', '.join(valid)}")
     threads = threads or os.cpu_count() or 1
     if runtime.startswith("litert"):
-        raise CheckFailed(f"no LiteRT profile for {subject.path.name}: {litert_unavailable()}")
-    import onnxruntime
+        from importlib import metadata
 
-    ops = onnxruntime_ops(subject.path, subject.inputs, runs, warmup, threads)
+        from .profile_litert import litert_ops
+
+        xnnpack = runtime == "litert"
+        ops = litert_ops(subject.path, subject.inputs, runs, warmup, threads, xnnpack, batch, subject.layers)
+        profiler = (f"ai-edge-litert {metadata.version('ai-edge-litert')} CompiledModel profiler (C API), "
+                    + ("XNNPACK operator timings" if xnnpack else "builtin kernels, one event per TFLite node"))
+    else:
+        import onnxruntime
+
+        ops = onnxruntime_ops(subject.path, subject.inputs, runs, warmup, threads)
+        profiler = f"onnxruntime {onnxruntime.__version__} SessionOptions.enable_profiling"
     total, layers = aggregate(ops, runs, subject.layers)
     return Profile(subject.model, subject.variant, runtime, str(subject.path), runs, batch, threads, total,
-                   f"onnxruntime {onnxruntime.__version__} SessionOptions.enable_profiling", layers,
-                   dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                   profiler, layers, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 def save(profile: Profile, out_dir: Path) -> Path:
