@@ -27,6 +27,8 @@ FIT_EQUIVALENT: dict[str, tuple[str, Callable[[dict], dict]]] = {
     "lstm_classifier": ("fit() with a cosine learning-rate schedule (not needed for a short fine-tune)",
                         lambda c: {}),
     "gnn": ("fit() on the train nodes (negative labels are masked out)", lambda c: {"batch_size": 1}),
+    "vqa_fusion": ("fit() with a cosine-decaying learning rate (not needed for a short fine-tune)", lambda c: {}),
+    "av_fusion": ("fit() with a cosine-decaying learning rate (not needed for a short fine-tune)", lambda c: {}),
     "fraud_dnn": ("fit() with a positive-class weight",
                   lambda c: {"class_weight": {0: 1.0, 1: float(c.get("pos_weight", 1.0))}}),
 }
