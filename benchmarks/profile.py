@@ -93,7 +93,8 @@ def aggregate(ops: list[tuple[str, str, float]], runs: int, layers: set[str] | N
     by_layer: dict[str, list] = defaultdict(lambda: [0.0, 0, set()])
     for (name, op_type), us in samples.items():
         per_run = max(1, round(len(us) / runs))  # an op inside a loop runs several times per call
-        entry = by_layer[layer_of(name, layers) or f"(no Keras layer) {op_type}"]
+        label = name.split(" @")[0] if name.startswith("(") else f"(no Keras layer) {op_type}"
+        entry = by_layer[layer_of(name, layers) or label]
         entry[0] += float(trim_mean(us, 0.1)) * per_run
         entry[1] += per_run
         entry[2].add(op_type)

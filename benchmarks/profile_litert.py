@@ -177,7 +177,7 @@ def run_events(events: list[tuple[str, int, int, int]], nodes: list[Node]) -> li
             return
         part = [n for n in delegated if last_builtin < n.index < next_builtin]
         for (tag, us, idx), node in zip(segment, assign([s[0] for s in segment], part)):
-            out.append((_key(node, f"xnnpack:{last_builtin}:{idx}"), tag, float(us)))
+            out.append((_key(node, f"xnnpack:{last_builtin}:{idx}", tag), tag, float(us)))
         segment.clear()
 
     for tag, kind, us, meta in events:
@@ -187,15 +187,16 @@ def run_events(events: list[tuple[str, int, int, int]], nodes: list[Node]) -> li
             flush(meta)
             last_builtin = meta
             node = nodes[meta] if meta < len(nodes) else None
-            out.append((_key(node, f"node:{meta}"), tag, float(us)))
+            out.append((_key(node, f"node:{meta}", tag), tag, float(us)))
     flush(len(nodes) + 1)
     return out
 
 
-def _key(node: Node | None, where: str) -> str:
-    """The op's name for ``profile.aggregate``: layer path first, so ``layer_of`` finds the layer."""
+def _key(node: Node | None, where: str, tag: str) -> str:
+    """The op's name for ``profile.aggregate``: layer path first, so ``layer_of`` finds the layer; an operator
+    no node matched is its own row, named as such."""
     if node is None:
-        return f"unmatched XNNPACK operator {where}"
+        return f"(unmatched XNNPACK operator) {tag} @{where}"
     return f"{node.layer}/{where}" if node.layer else f"{node.op} {where}"
 
 

@@ -1,4 +1,5 @@
-"""benchmarks profile: ONNX Runtime's own op profiler on a tiny zoo model, ops mapped back to Keras layers."""
+"""benchmarks profile: ONNX Runtime's and LiteRT's own op profilers on a tiny zoo model, ops mapped back to Keras
+layers."""
 import json
 
 import pytest
@@ -16,7 +17,7 @@ def cnn_variants(cache_dir):
     subject = resolve("cnn", tiny=True)
     work = cache_dir / "variants" / subject.path.stem
     return subject, {v: variants.build(variants.by_name(v), subject, work) for v in ("onnx-fp32", "onnx-int8",
-                                                                                     "tflite-int8")}
+                                                                                     "tflite-fp32", "tflite-int8")}
 
 
 @pytest.mark.parametrize("variant", ["onnx-fp32", "onnx-int8"])
@@ -52,11 +53,50 @@ def test_layer_names_from_op_paths():
     assert profile.layer_of("model/block/conv2d/Conv2D", None) == "conv2d"
 
 
-def test_litert_profile_says_why_there_is_none(cnn_variants, cli, tmp_path):
-    res = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "tflite-int8", "--out", tmp_path)
-    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
-    assert "exposes no op profiler to Python" in res.stderr and "ai-edge-litert" in res.stderr
-    assert not (tmp_path / "profiles").exists()
+@pytest.mark.parametrize("variant,runtime", [("tflite-fp32", "litert"), ("tflite-int8", "litert"),
+                                             ("tflite-int8", "litert-noxnnpack")])
+def test_litert_profile_maps_ops_to_the_keras_layers(cnn_variants, variant, runtime):
+    trained, paths = cnn_variants
+    subject = profile.resolve("cnn", variant, batch=1, tiny=True)
+    assert subject.path == paths[variant]
+    names = {layer.name for layer in trained.model.layers}
+    result = profile.run_profile(subject, runtime, runs=20, threads=1)
+    assert result.runtime == runtime and "CompiledModel profiler" in result.profiler
+    mapped = [x.layer for x in result.layers if not x.layer.startswith("(no Keras layer)")]
+    assert set(mapped) <= names and {"conv2d", "conv2d_1", "max_pooling2d", "flatten"} <= set(mapped)
+    assert not any("unmatched" in x.layer for x in result.layers)  # every XNNPACK operator found its node
+    assert sum(x.share for x in result.layers) == pytest.approx(1.0)
+    assert result.layers[0].layer in {"conv2d", "conv2d_1"}  # the convolutions are where the time goes
+    assert sum(x.ms for x in result.layers if x.layer in names) > 0.9 * result.total_ms
+    types = {t for x in result.layers for t in x.op_types}
+    if runtime == "litert-noxnnpack":
+        assert {"CONV_2D", "QUANTIZE", "DEQUANTIZE"} <= types
+    elif variant == "tflite-int8":
+        assert any("QC8" in t for t in types) and any(t.startswith("Convert") for t in types)
+    else:
+        assert any("F32" in t for t in types)
+
+
+def test_xnnpack_operators_match_tflite_nodes_in_order():
+    from benchmarks.profile_litert import Node, assign, run_events
+
+    nodes = [Node(0, "QUANTIZE", None), Node(1, "CONV_2D", "conv2d"), Node(2, "RESHAPE", "flatten"),
+             Node(3, "FULLY_CONNECTED", "dense")]
+    ops = ["Convert (NC)", "Convolution (NHWC, QC8) IGEMM", "Static Reshape (NC)", "Static Reshape (NC)",
+           "Fully Connected (NC, QS8, QC8W) GEMM", "Frobnicate (NC)"]
+    got = assign(ops, nodes)
+    assert [n.index if n else None for n in got] == [0, 1, 2, 3, 3, None]  # glue reshape goes to the FC it feeds
+    events = [(op, 8, 5, i) for i, op in enumerate(ops)]
+    layers, = [profile.aggregate(run_events(events, nodes), 1, {"conv2d", "flatten", "dense"})[1]]
+    assert {x.layer for x in layers} == {"(no Keras layer) Convert (NC)", "conv2d", "flatten", "dense",
+                                         "(unmatched XNNPACK operator) Frobnicate (NC)"}
+
+
+def test_profile_cli_on_litert(cnn_variants, cli, tmp_path):
+    res = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "tflite-int8", "--runs", "5", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "cnn tflite-int8 on litert" in res.stdout and "conv2d" in res.stdout
+    assert json.loads((tmp_path / "profiles" / "cnn--tflite-int8--litert.json").read_text())["layers"]
 
 
 def test_profile_cli_prints_layers_and_json(cnn_variants, cli, tmp_path):
