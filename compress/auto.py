@@ -549,7 +549,7 @@ class _Search:
                 message = (f"{rt}: the budget of {self.budget:.4g} ({bound_name}) is unreachable: no candidate of "
                            f"{len(scored)} keeps it; wrote the one that loses least, {best.label}, drop "
                            f"{best.drop_text()}")
-                best.verdict = "chosen although over budget: the smallest drop of all candidates"
+                best.verdict = f"chosen although {best.verdict}: the smallest drop of all candidates"
             else:
                 best, reachable = None, False
                 message = f"{rt}: no candidate could be built and scored, nothing to write (" + "; ".join(

@@ -1,0 +1,184 @@
+"""compress auto: the search writes real files whose recorded scores hold, resumes from its log, says when the
+budget is unreachable, --strict judges the interval, --time-budget stops early, and bad input is one line."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from compress.auto import LOG_NAME, AutoSpec, auto
+from compress.auto_eval import Reference, paired_interval
+from compress.auto_log import AutoLog
+from models.metrics import ACCURACY
+
+FAST = {"techniques": ("prune50",), "resamples": 200}
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    from models.subject import resolve
+
+    return resolve("mlp", tiny=True)
+
+
+@pytest.fixture(scope="module")
+def searched(mlp, tmp_path_factory):
+    out = tmp_path_factory.mktemp("auto-mlp")
+    return auto(mlp, AutoSpec(out, max_drop=0.05, **FAST))
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory):
+    """A user's own tf_keras classifier saved as .keras, with its data as an .npz (x, y)."""
+    from models.backend import keras
+
+    d = tmp_path_factory.mktemp("user")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64") + (x[:, 2] > 1).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=20, verbose=0)
+    model.save(d / "user.keras")
+    np.savez(d / "user.npz", x=x, y=y)
+    return d / "user.keras", d / "user.npz"
+
+
+def test_paired_interval_is_paired_and_centred_on_the_drop():
+    y = np.arange(200) % 3
+    onehot = np.eye(3)[y]
+    rng = np.random.default_rng(0)
+    ref = Reference("accuracy", True, 1.0, 200, rng.integers(0, 200, (500, 200)))
+    ref.boot = np.array([ACCURACY(y[i], onehot[i]) for i in ref.indices])
+    assert paired_interval(ref, ACCURACY, y, onehot)[:2] == (0.0, 0.0)  # identical predictions: no noise at all
+    worse = onehot.copy()
+    worse[:20] = np.roll(worse[:20], 1, axis=1)  # 20 of 200 wrong: a drop of 0.1
+    low, high, note = paired_interval(ref, ACCURACY, y, worse)
+    assert note is None and 0.05 < low < 0.1 < high < 0.15
+
+
+def test_best_files_load_and_their_recorded_metric_matches_a_rescore(searched, mlp):
+    from export import runtime
+
+    assert set(searched.choices) == {"litert", "onnxruntime-cpu"}
+    for rt, choice in searched.choices.items():
+        c = choice.candidate
+        assert choice.path.name == f"best-{rt}.{'tflite' if rt == 'litert' else 'onnx'}"
+        assert choice.path.with_name(choice.path.name + ".json").exists()
+        loaded = runtime.load(choice.path)
+        assert mlp.score_predict(loaded.predict) == pytest.approx(c.metric, abs=1e-9)
+        assert c.chosen and c.status == "scored" and c.drop <= searched.budget
+        assert loaded.metadata["chain"] == c.chain
+    stages = {c.stage for c in searched.candidates}
+    assert {"baseline", "ptq", "technique"} <= stages
+    labels = {c.label for c in searched.candidates}
+    assert {"tflite(int8)", "tflite(16x8)", "onnx(float16)", "prune(0.5) → tflite(int8)"} <= labels
+    assert any(lab.startswith("prune(0.5) → onnx(int8") for lab in labels)
+    data = json.loads((searched.out / "auto.json").read_text())
+    assert len(data["candidates"]) == len(searched.candidates)
+    for row in data["candidates"]:
+        assert row["verdict"] and {"chain", "size", "p50_ms", "metric", "drop", "ci_low", "ci_high", "pareto"} <= set(row)
+    assert any(row["pareto"] for row in data["candidates"])
+    md = (searched.out / "report.md").read_text()
+    assert "## Chosen file per runtime" in md and "Per-layer sensitivity" in md
+    page = (searched.out / "report.html").read_text()
+    assert "Plotly.newPlot" in page and "best-litert.tflite" in page and "<script src=" not in page
+    assert not (searched.out / "candidates").exists()  # scored candidate files do not pile up
+
+
+def test_a_rerun_scores_no_new_candidate(searched, mlp):
+    log = AutoLog(searched.out / LOG_NAME)
+    before = log.keys()
+    assert len(before) == searched.new > 0
+    again = auto(mlp, AutoSpec(searched.out, max_drop=0.05, **FAST))
+    assert again.new == 0 and log.keys() == before
+    assert all(c.resumed for c in again.candidates)
+    assert {rt: c.candidate.key for rt, c in again.choices.items()} == \
+        {rt: c.candidate.key for rt, c in searched.choices.items()}
+
+
+def test_strict_rejects_a_candidate_whose_upper_bound_exceeds_the_budget(searched, mlp, tmp_path):
+    wide = [c for c in searched.candidates if c.status == "scored" and c.ci_high is not None and c.ci_high > c.drop]
+    assert wide, "no candidate with a non-zero interval to test --strict on"
+    target = wide[0]
+    budget = (target.drop + target.ci_high) / 2
+    shutil.copy(searched.out / LOG_NAME, tmp_path / LOG_NAME)  # resume the scores: only the verdicts change
+    shutil.copytree(searched.out / "techniques", tmp_path / "techniques")
+    loose = auto(mlp, AutoSpec(tmp_path, max_drop=budget, **FAST))
+    strict = auto(mlp, AutoSpec(tmp_path, max_drop=budget, strict=True, **FAST))
+    assert loose.new == 0  # strict may add candidates: fallbacks are tried when int8 fails the stricter test
+    by_key = {c.key: c for c in strict.candidates}
+    assert next(c for c in loose.candidates if c.key == target.key).within_budget
+    assert not by_key[target.key].within_budget and "95% upper bound" in by_key[target.key].verdict
+    for choice in strict.choices.values():
+        if choice.reachable:
+            assert choice.candidate.ci_high <= budget
+
+
+def test_strict_refuses_scores_without_an_interval(mlp, tmp_path):
+    custom = mlp.with_model(mlp.model)
+    custom.spec = mlp.spec.replace(score_fn=lambda predict, split, config: ACCURACY(split.y, predict(split.x)))
+    result = auto(custom, AutoSpec(tmp_path, max_drop=0.5, strict=True, runtimes=("litert",), techniques=(),
+                                   mixed_precision=False, resamples=200))
+    scored = [c for c in result.candidates if c.status == "scored"]
+    assert scored and all(c.ci_high is None and "refused by --strict: no interval" in c.verdict for c in scored)
+    assert all("score_fn" in c.ci_note for c in scored)
+    choice = result.choices["litert"]
+    assert not choice.reachable and choice.path.exists()
+
+
+def test_unreachable_budget_still_writes_the_best_with_its_drop(cli, tmp_path):
+    r = cli("compress", "auto", "mlp", "--tiny", "--max-drop", "-1", "--runtime", "litert", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "unreachable" in r.stdout and (tmp_path / "best-litert.tflite").exists()
+    data = json.loads((tmp_path / "auto.json").read_text())
+    choice = data["choices"]["litert"]
+    assert choice["reachable"] is False and "unreachable" in choice["message"]
+    chosen = next(c for c in data["candidates"] if c["key"] == choice["chosen_key"])
+    assert chosen["drop"] is not None and chosen["drop"] > -1
+    assert f"drop {chosen['drop']:+.4f}" in choice["message"]
+
+
+def test_time_budget_zero_stops_after_the_baselines(cli, tmp_path):
+    r = cli("compress", "auto", "mlp", "--tiny", "--max-drop", "0.05", "--time-budget", "0", "--runtime", "litert",
+            "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "stopped early" in r.stdout
+    data = json.loads((tmp_path / "auto.json").read_text())
+    assert data["stopped_early"]
+    scored = [c for c in data["candidates"] if c["status"] == "scored"]
+    assert [c["stage"] for c in scored] == ["baseline"]
+    assert all("--time-budget" in c["reason"] for c in data["candidates"] if c["status"] == "not scored")
+    assert (tmp_path / "best-litert.tflite").exists()
+
+
+def test_a_model_without_labels_is_refused_in_one_line(cli, user_model, tmp_path):
+    r = cli("compress", "auto", user_model[0], "--max-drop", "0.01", "-o", tmp_path / "out")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "--data" in r.stderr and "labels" in r.stderr
+
+
+@pytest.mark.parametrize("runtime, says", [("tensorrt", "unknown --runtime"), ("keras", "runs Keras models")])
+def test_bad_runtime_is_one_line(cli, tmp_path, runtime, says):
+    r = cli("compress", "auto", "mlp", "--max-drop", "0.01", "--runtime", runtime, "-o", tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and says in r.stderr
+
+
+def test_user_file_through_the_cli(run_cli, user_model, tmp_path):
+    from export import runtime
+
+    path, data = user_model
+    r = run_cli("compress", "auto", path, "--data", data, "--max-drop", "0.02", "--runtime", "litert", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "tensorflow" not in r.stderr.lower()
+    result = json.loads((tmp_path / "auto.json").read_text())
+    assert result["metric"] == "accuracy" and result["model"] == "user"
+    chains = [c["chain"] for c in result["candidates"]]
+    assert all(chain[0] == "user.keras" for chain in chains)
+    assert any("channels(0.5)" in chain for chain in chains)
+    choice = result["choices"]["litert"]
+    assert choice["message"] in r.stdout.replace("\n", "") or choice["message"][:60] in r.stdout
+    loaded = runtime.load(tmp_path / "best-litert.tflite")
+    assert loaded.predict(np.zeros((2, 6), "float32")).shape == (2, 3)
