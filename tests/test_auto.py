@@ -182,3 +182,71 @@ def test_user_file_through_the_cli(run_cli, user_model, tmp_path):
     assert choice["message"] in r.stdout.replace("\n", "") or choice["message"][:60] in r.stdout
     loaded = runtime.load(tmp_path / "best-litert.tflite")
     assert loaded.predict(np.zeros((2, 6), "float32")).shape == (2, 3)
+
+
+def test_relative_budget_is_a_fraction_of_the_fp32_metric(mlp, tmp_path):
+    result = auto(mlp, AutoSpec(tmp_path, max_drop=0.1, relative=True, runtimes=("litert",), time_budget_min=0,
+                                resamples=200))
+    assert result.budget == pytest.approx(0.1 * result.baseline)
+    assert "0.1 of the fp32 metric" in (tmp_path / "report.md").read_text()
+
+
+def test_mixed_precision_keeps_layers_float_through_the_helpers_interface(mlp, tmp_path, monkeypatch):
+    """int8 over budget -> compress.sensitivity.rank and compress.mixed_precision.keep_in_float are called with a
+    drop_of that builds and scores the real file with those layers excluded; the report explains each layer."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    import compress
+
+    @dataclass
+    class LayerSensitivity:
+        layer: str
+        error: float
+        measure: str
+        ops: tuple
+
+    @dataclass
+    class Step:
+        kept_float: tuple
+        drop: float
+        accepted: bool
+        why: str
+
+    @dataclass
+    class MixedPrecision:
+        kept_float: tuple
+        drop: float
+        within_budget: bool
+        steps: list
+
+    calls = {}
+    dense = [layer.name for layer in mlp.model.layers if layer.weights]
+
+    def rank(subject, recipe, calibration=None):
+        calls["rank"] = str(recipe)
+        return [LayerSensitivity(name, 1.0 / (i + 1), "fake", ("FULLY_CONNECTED",)) for i, name in enumerate(dense)]
+
+    def keep_in_float(ranking, drop_of, budget, max_layers=None):
+        kept, steps = (), []
+        for r in ranking[:2]:
+            drop = drop_of(kept + (r.layer,))
+            kept += (r.layer,)
+            steps.append(Step(kept, drop, True, f"reverting {r.layer} gives drop {drop:+.4f}"))
+        return MixedPrecision(kept, steps[-1].drop, steps[-1].drop <= budget, steps)
+
+    for name, fns in (("sensitivity", {"rank": rank}), ("mixed_precision", {"keep_in_float": keep_in_float})):
+        module = types.ModuleType(f"compress.{name}")
+        module.__dict__.update(fns)
+        monkeypatch.setitem(sys.modules, f"compress.{name}", module)
+        monkeypatch.setattr(compress, name, module, raising=False)
+    result = auto(mlp, AutoSpec(tmp_path, max_drop=-1, runtimes=("litert",), techniques=(), resamples=200))
+    assert calls["rank"] == "tflite(int8)"
+    mixed = [c for c in result.candidates if c.stage == "mixed"]
+    assert [c.quant_recipe().exclude for c in mixed] == [tuple(dense[:1]), tuple(dense[:2])]
+    assert all(c.status == "scored" and "float: " in c.label for c in mixed)
+    entry = result.sensitivity["litert"]
+    assert entry["kept_float"] == dense[:2] and entry["drop"] == mixed[-1].drop
+    md = (tmp_path / "report.md").read_text()
+    assert f"reverting {dense[0]} gives drop" in md and "| 1 | " in md
