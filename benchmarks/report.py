@@ -107,7 +107,7 @@ def markdown(rows: list[dict], profiles: dict | None = None) -> str:
         lines += ["## Not available here", ""]
         lines += [f"- {m.runtime}: {m.reason}" + (f". To enable: {m.how}" if m.how else "")
                   + f" ({m.rows} row(s) not measured)" for m in missing] + [""]
-    warnings = slower_than_fp32(rows)
+    warnings = slower_than_fp32(rows, profiles=profiles)
     if warnings:
         lines += ["## Warnings", ""]
         for model in dict.fromkeys(w.model for w in warnings):

@@ -133,7 +133,7 @@ def page(rows: list[dict], profiles: dict) -> str:
         parts += [f"<li><b>{_e(m.runtime)}</b>: {_e(m.reason)}" + (f". To enable: {_e(m.how)}" if m.how else "")
                   + f" <span class='meta'>({m.rows} row(s) not measured)</span></li>" for m in missing]
         parts.append("</ul>")
-    warnings = slower_than_fp32(rows)
+    warnings = slower_than_fp32(rows, profiles=profiles)
     if warnings:
         parts.append("<h2>Warnings</h2>")
         for model in dict.fromkeys(w.model for w in warnings):

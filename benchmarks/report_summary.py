@@ -229,23 +229,25 @@ def detail_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] != "unavailable"]
 
 
-def likely_cause(row: dict, base: dict) -> str:
-    """Why a quantized variant may be slower than fp32 on this runtime (the usual suspects, by runtime)."""
-    variant, runtime, host = row["variant"], row["runtime"], row.get("host") or ""
-    tiny = base["p50_ms"] < 0.1
-    if tiny and "int8" in variant:
-        return (f"a µs-scale graph (fp32 p50 {base['p50_ms'] * 1000:.0f} µs): the quantize/dequantize steps at its "
-                "inputs and outputs cost about as much as the int8 arithmetic saves")
-    if runtime.startswith("onnxruntime") and "int8" in variant:
-        vnni = "vnni" in host.lower()
-        return ("ONNX Runtime runs this S8S8 QDQ model through its int8 kernels; "
-                + ("this host has VNNI, so the Q/DQ pairs around ops without int8 kernels are the likely cost"
-                   if vnni else "on x86 without VNNI-INT8 (no avx512_vnni/avx_vnni in the host flags) int8 GEMMs "
-                                "are no faster than fp32, and the Q/DQ nodes add to them"))
-    if runtime == "litert-noxnnpack" and "int8" in variant:
-        return "LiteRT's builtin int8 kernels without XNNPACK are slower than XNNPACK's fp32 kernels"
-    if runtime.startswith("litert") and "int8" in variant:
-        return "ops XNNPACK does not take in int8 run on LiteRT's builtin kernels, with (de)quantization around them"
+def likely_cause(row: dict, base: dict, cache=None, profiles: dict | None = None) -> str:
+    """Why a quantized variant may be slower than fp32 on this runtime. For int8: what its artifact (and stored
+    profiles) show, counted by benchmarks.int8_causes; when the artifact is gone, that is said and nothing is
+    guessed beyond the runtime's known weak spot."""
+    from . import int8_causes
+
+    variant, runtime = row["variant"], row["runtime"]
+    if "int8" in variant:
+        found, path = int8_causes.facts(row, base, cache, profiles)
+        if found:
+            return "; ".join(found)
+        if path is not None:
+            return (f"nothing in {path.name} explains it (its compute ops are int8, Q/DQ only at the edges); "
+                    "profile both variants (`python -m benchmarks profile`) to see which layer did not speed up")
+        hint = ("S8S8 activations on a host without VNNI" if runtime.startswith("onnxruntime") else
+                "LiteRT's builtin int8 kernels" if runtime == "litert-noxnnpack" else
+                "ops XNNPACK does not take in int8")
+        return (f"its artifact is not in the cache ({row.get('model_key')}/{variant}), so nothing was counted; the "
+                f"known weak spot on {runtime}: {hint}")
     if "float16" in variant:
         return ("no float16 arithmetic on this CPU: float16 weights are converted back to fp32 (LiteRT at load, "
                 "ONNX Runtime through Cast nodes per call)")
@@ -260,9 +262,9 @@ class Warning:
     text: str
 
 
-def slower_than_fp32(rows: list[dict]) -> list[Warning]:
+def slower_than_fp32(rows: list[dict], cache=None, profiles: dict | None = None) -> list[Warning]:
     """Quantized variants slower than their fp32 on the same runtime, batch and threads beyond noise; deduplicated,
-    grouped by model (in model order)."""
+    grouped by model (in model order); each names its likely cause (see ``likely_cause``)."""
     base = _baselines(rows)
     where = many_hosts(rows)
     out = {}
@@ -273,11 +275,11 @@ def slower_than_fp32(rows: list[dict]) -> list[Warning]:
         text = (f"{r['variant']} is slower than {b['variant']} on {r['runtime']}"
                 + (f" on {host_name(r)}" if where else "") + f" at batch {r['batch']}, "
                 f"{r['threads']} threads (p50 {r['p50_ms']:.3f} ms vs {b['p50_ms']:.3f} ms); likely: "
-                f"{likely_cause(r, b)}")
+                f"{likely_cause(r, b, cache, profiles)}")
         out.setdefault((r["model"], text), Warning(r["model"], text))
     return sorted(out.values(), key=lambda w: w.model)
 
 
-def slower_quantized(rows: list[dict]) -> list[str]:
+def slower_quantized(rows: list[dict], cache=None, profiles: dict | None = None) -> list[str]:
     """The same warnings as one line each ("model: ..."), for the console of `benchmarks run`."""
-    return [f"{w.model}: {w.text}" for w in slower_than_fp32(rows)]
+    return [f"{w.model}: {w.text}" for w in slower_than_fp32(rows, cache, profiles)]

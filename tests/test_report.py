@@ -77,24 +77,78 @@ def test_unavailable_runtimes_are_listed_once_and_never_as_rows():
     assert [c.runtime for c in rs.choose(rows)] == ["keras", "onnxruntime-cpu"]
 
 
-def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause():
+def qdq_onnx(path, zero_point_type):
+    """A hand-made QDQ graph: x -> Q -> DQ -> Conv (DQ weights) -> Relu (left in float) -> Softmax."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    zp = np.zeros((), dtype=np.int8 if zero_point_type == TensorProto.INT8 else np.uint8)
+    inits = [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(zp, "zp"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.int8), "wq"),
+             numpy_helper.from_array(np.zeros((), np.int8), "wzp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "s", "wzp"], ["w"]),
+             helper.make_node("Conv", ["xd", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Softmax", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause(tmp_path):
+    from onnx import TensorProto
+
     rows = [row("onnx-fp32", "onnxruntime-cpu", 1.0), row("onnx-int8", "onnxruntime-cpu", 2.0),  # clear
             row("tflite-fp32", "litert", 0.002), row("tflite-int8", "litert", 0.0025),  # µs jitter: below the floor
             row("tflite-fp32", "litert", 1.0, threads=1, p90=1.6),
             row("tflite-int8", "litert", 1.3, threads=1, p90=1.4),  # +30 % but within fp32's own spread
             row("tflite-fp32", "litert-noxnnpack", 1.0), row("tflite-int8", "litert-noxnnpack", 1.5)]
-    warnings = rs.slower_than_fp32(rows)
+    warnings = rs.slower_than_fp32(rows, cache=tmp_path)
     assert [w.text.split(" (")[0] for w in warnings] == [
         "onnx-int8 is slower than onnx-fp32 on onnxruntime-cpu at batch 1, 2 threads",
         "tflite-int8 is slower than tflite-fp32 on litert-noxnnpack at batch 1, 2 threads"]
-    assert "without VNNI-INT8" in warnings[0].text and "builtin int8 kernels without XNNPACK" in warnings[1].text
+    # no artifact in the cache: said so, nothing counted
+    assert all("its artifact is not in the cache (m-1/" in w.text and "nothing was counted" in w.text
+               for w in warnings)
+    # the artifact is there: the cause is counted in it (flavour vs host flags, Q/DQ vs compute, float nodes)
+    work = tmp_path / "variants" / "m-1"
+    work.mkdir(parents=True)
+    qdq_onnx(work / "onnx-int8.onnx", TensorProto.INT8)
+    text = rs.slower_than_fp32(rows[:2], cache=tmp_path)[0].text
+    assert "S8S8 QDQ (signed int8 activations): the host flags (avx2) show no VNNI" in text
+    assert "3 QuantizeLinear/DequantizeLinear nodes around 3 compute nodes (1 of them quantized)" in text
+    assert "2 compute nodes left in float (Relu ×1, Softmax ×1)" in text
     vnni = [dict(r, host="h | Xeon | 2 cores | avx2 avx512f avx512_vnni") for r in rows[:2]]
-    assert "this host has VNNI" in rs.slower_than_fp32(vnni)[0].text
+    assert "this host reports VNNI" in rs.slower_than_fp32(vnni, cache=tmp_path)[0].text
+    qdq_onnx(work / "onnx-int8.onnx", TensorProto.UINT8)
+    assert "S8S8" not in rs.slower_than_fp32(vnni, cache=tmp_path)[0].text
     tiny = [row("onnx-fp32", "onnxruntime-cpu", 0.03), row("onnx-int8", "onnxruntime-cpu", 0.06)]
-    assert "µs-scale graph" in rs.slower_than_fp32(tiny)[0].text
+    assert "µs-scale graph (fp32 p50 30 µs)" in rs.slower_than_fp32(tiny, cache=tmp_path)[0].text
     # the console keeps its one-line form; a repeated row does not repeat its warning
-    assert report.slower_quantized(rows + [dict(rows[1], key="again")])[0].startswith("m: onnx-int8 is slower")
-    assert len(report.slower_quantized(rows + [dict(rows[1], key="again")])) == 2
+    lines = report.slower_quantized(rows + [dict(rows[1], key="again")], cache=tmp_path)
+    assert lines[0].startswith("m: onnx-int8 is slower") and len(lines) == 2
+
+
+def test_int8_cause_counts_float_ops_in_the_tflite_file_and_reads_profiles(tmp_path):
+    """A TFLite file whose ops run in float, filed as the int8 variant: the warning counts them; stored profiles
+    of both variants name the layer int8 made slower."""
+    from compress.ptq import QuantRecipe
+    from conftest import tiny_trained
+    from export.exporter import convert
+    from models.subject import resolve
+
+    tiny_trained("mlp")
+    work = tmp_path / "variants" / "m-1"
+    work.mkdir(parents=True)
+    (work / "tflite-int8.tflite").write_bytes(convert(resolve("mlp", tiny=True), QuantRecipe("tflite", "fp32")).data)
+    rows = [row("tflite-fp32", "litert", 1.0), row("tflite-int8", "litert", 1.5)]
+    profiles = {("m", v, "litert"): {"layers": [{"layer": "dense", "ms": ms}, {"layer": "dense_1", "ms": 0.1}]}
+                for v, ms in (("tflite-fp32", 0.2), ("tflite-int8", 0.5))}
+    text = rs.slower_than_fp32(rows, cache=tmp_path, profiles=profiles)[0].text
+    assert "compute ops run in float (FULLY_CONNECTED ×" in text
+    assert "profiled: int8 is slower in dense (0.5000 vs 0.2000 ms)" in text and "dense_1" not in text
 
 
 def test_warnings_are_grouped_per_model():
