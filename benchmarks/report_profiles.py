@@ -1,4 +1,5 @@
-"""Per-layer profiles in the report: fp32 and the best int8 variant side by side, per model and runtime.
+"""Per-layer profiles in the report: fp32 and the best int8 variant side by side, per model and runtime (LiteRT
+and ONNX Runtime alike), with the layers int8 did not speed up named under each table.
 
 Profiles are the JSON files `python -m benchmarks profile` stores in ``<results>/profiles/``; `benchmarks run`
 never needs them, and a report without any has no profile section.
@@ -57,10 +58,28 @@ def side_by_side(fp32: dict, int8: dict | None) -> list[list[str]]:
         x, y = a.get(name), b.get(name)
         cells = [name, f"{x['ms']:.3f}" if x else "", f"{x['share']:.0%}" if x else ""]
         if int8:
+            speedup = x["ms"] / y["ms"] if x and y and y["ms"] > 0 else None
             cells += [f"{y['ms']:.3f}" if y else "", f"{y['share']:.0%}" if y else "",
-                      f"{x['ms'] / y['ms']:.2f}×" if x and y and y["ms"] > 0 else ""]
+                      "" if speedup is None else f"{speedup:.2f}×" + (" (not faster)" if speedup <= 1.0 else "")]
         body.append(cells)
     return body
+
+
+def not_faster(fp32: dict, int8: dict | None) -> list[str]:
+    """Layers int8 did not speed up (its time at least fp32's), slowest in int8 first."""
+    if not int8:
+        return []
+    a = {x["layer"]: x["ms"] for x in fp32["layers"]}
+    return [f"{y['layer']} ({a[y['layer']]:.3f} → {y['ms']:.3f} ms)" for y in int8["layers"]
+            if y["layer"] in a and y["ms"] > 0 and y["ms"] >= a[y["layer"]]]
+
+
+def footnote(fp32: dict, int8: dict | None) -> str:
+    slow = not_faster(fp32, int8)
+    if not int8:
+        return ""
+    return (f"{int8['variant']} did not speed up: " + ", ".join(slow[:5]) if slow
+            else f"{int8['variant']} is faster than {fp32['variant']} in every layer both profiles have")
 
 
 def header(fp32: dict, int8: dict | None) -> list[str]:
@@ -84,6 +103,8 @@ def markdown(rows: list[dict], profiles: dict) -> list[str]:
         lines += [f"{caption(fp32, int8)}", "", "| " + " | ".join(header(fp32, int8)) + " |",
                   "|" + "---|" * len(header(fp32, int8))]
         lines += ["| " + " | ".join(cells) + " |" for cells in side_by_side(fp32, int8)] + [""]
+        if footnote(fp32, int8):
+            lines += [footnote(fp32, int8), ""]
     return lines
 
 
@@ -92,5 +113,7 @@ def html(rows: list[dict], profiles: dict) -> str:
 
     parts = ["<h2>Per-layer profiles</h2>"]
     for fp32, int8 in pairs(rows, profiles):
-        parts.append(f"<p>{h.escape(caption(fp32, int8))}</p>" + table(header(fp32, int8), side_by_side(fp32, int8)))
+        note = footnote(fp32, int8)
+        parts.append(f"<p>{h.escape(caption(fp32, int8))}</p>" + table(header(fp32, int8), side_by_side(fp32, int8))
+                     + (f"<p class='meta'>{h.escape(note)}</p>" if note else ""))
     return "\n".join(parts)

@@ -162,13 +162,16 @@ def test_warnings_are_grouped_per_model():
 
 def test_report_shows_fp32_and_int8_profiles_side_by_side(tmp_path):
     rows = [row("fp32", "keras", 3.0), row("onnx-fp32", "onnxruntime-cpu", 1.0),
-            row("onnx-int8", "onnxruntime-cpu", 0.5)]
+            row("onnx-int8", "onnxruntime-cpu", 0.5), row("tflite-fp32", "litert", 1.0),
+            row("tflite-int8", "litert", 0.8)]
     (tmp_path / "profiles").mkdir()
-    for variant, conv, dense in (("onnx-fp32", 0.6, 0.3), ("onnx-int8", 0.2, 0.25)):
+    for variant, runtime, conv, dense in (("onnx-fp32", "onnxruntime-cpu", 0.6, 0.3),
+                                          ("onnx-int8", "onnxruntime-cpu", 0.2, 0.25),
+                                          ("tflite-fp32", "litert", 0.1, 0.3), ("tflite-int8", "litert", 0.4, 0.1)):
         total = conv + dense
-        (tmp_path / "profiles" / f"m--{variant}--onnxruntime-cpu.json").write_text(json.dumps({
-            "model": "m", "variant": variant, "runtime": "onnxruntime-cpu", "path": "x", "runs": 50, "batch": 1,
-            "threads": 2, "total_ms": total, "profiler": "onnxruntime test", "created": "now",
+        (tmp_path / "profiles" / f"m--{variant}--{runtime}.json").write_text(json.dumps({
+            "model": "m", "variant": variant, "runtime": runtime, "path": "x", "runs": 50, "batch": 1,
+            "threads": 2, "total_ms": total, "profiler": "test profiler", "created": "now",
             "layers": [{"layer": "conv2d", "ms": conv, "share": conv / total, "ops": 1, "op_types": ["Conv"]},
                        {"layer": "dense", "ms": dense, "share": dense / total, "ops": 1, "op_types": ["Gemm"]}]}))
     (tmp_path / "profiles" / "broken.json").write_text("{")
@@ -177,7 +180,12 @@ def test_report_shows_fp32_and_int8_profiles_side_by_side(tmp_path):
     assert "| layer | onnx-fp32 ms | share | onnx-int8 ms | share | int8 speedup |" in md
     assert "| conv2d | 0.600 | 67% | 0.200 | 44% | 3.00× |" in md
     assert "| dense | 0.300 | 33% | 0.250 | 56% | 1.20× |" in md
-    assert "Per-layer profiles" in page and "<td>conv2d</td>" in page
+    assert "onnx-int8 is faster than onnx-fp32 in every layer both profiles have" in md
+    assert "| layer | tflite-fp32 ms | share | tflite-int8 ms | share | int8 speedup |" in md
+    assert "| conv2d | 0.100 | 25% | 0.400 | 80% | 0.25× (not faster) |" in md
+    assert "tflite-int8 did not speed up: conv2d (0.100 → 0.400 ms)" in md
+    assert "Per-layer profiles" in page and "<td>conv2d</td>" in page and "did not speed up: conv2d" in page
+    assert "m on litert: tflite-fp32" in page and "m on onnxruntime-cpu: onnx-fp32" in page
 
 
 def test_page_inlines_plotly_once_and_needs_no_network(tmp_path):
