@@ -106,7 +106,7 @@ def _profile(args):
                       ", ".join(layer.op_types))
     out = console()
     out.print(f"{result.model} {result.variant} on {result.runtime}: {result.total_ms:.3f} ms per run in its ops "
-              f"(median of {result.runs} runs, batch {result.batch}, {result.threads} threads)")
+              f"(10% trimmed mean per op over {result.runs} runs, batch {result.batch}, {result.threads} threads)")
     out.print(table)
     out.print(f"profile: {path} ({result.profiler})")
     return 0

@@ -106,18 +106,23 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def tflite_nodes(path: Path, layers: set[str] | None) -> list[Node]:
-    """The main subgraph's nodes with their Keras layer (from the output tensors' names; an activation or
-    other op whose tensors name no layer takes the layer of the node producing its first input, except
-    QUANTIZE/DEQUANTIZE, which stay unattributed: they belong to no layer)."""
+def tflite_nodes(path: Path, layers: set[str] | None) -> list[list[Node]]:
+    """Each subgraph's nodes (the main one first, loop bodies after) with their Keras layer, from the output
+    tensors' names; an activation or other op whose tensors name no layer takes the layer of the node producing
+    its first input, except QUANTIZE/DEQUANTIZE, which stay unattributed: they belong to no layer."""
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model(str(path))
+    return [_graph_nodes(model, graph, names, layers) for graph in model.subgraphs]
+
+
+def _graph_nodes(model, graph, names, layers) -> list[Node]:
     from ai_edge_litert.tools import flatbuffer_utils
 
     from .profile import layer_of
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model(str(path))
-    graph = model.subgraphs[0]
     producer: dict[int, Node] = {}
     out = []
     for i, op in enumerate(graph.operators):
@@ -166,9 +171,12 @@ def assign(ops: list[str], nodes: list[Node]) -> list[Node | None]:
     return [n if n is not None or k not in pending else last for k, n in enumerate(out)]
 
 
-def run_events(events: list[tuple[str, int, int, int]], nodes: list[Node]) -> list[tuple[str, str, float]]:
-    """One run's op events (tag, type, µs, metadata) -> (op key, op type, µs), the key naming its layer."""
-    builtin = {e[3] for e in events if e[1] == OPERATOR_INVOKE_EVENT}
+def run_events(events: list[tuple], nodes: list[Node], subgraphs: list[list[Node]] | None = None
+               ) -> list[tuple[str, str, float]]:
+    """One run's op events (tag, type, µs, node index[, subgraph]) -> (op key, op type, µs), the key naming its
+    layer. XNNPACK partitions are matched within the main subgraph; builtin ops of a loop body by their own
+    subgraph's node."""
+    builtin = {e[3] for e in events if e[1] == OPERATOR_INVOKE_EVENT and (e[4:] or (0,))[0] == 0}
     delegated = [n for n in nodes if n.index not in builtin]
     out, segment, last_builtin = [], [], -1
 
@@ -180,9 +188,14 @@ def run_events(events: list[tuple[str, int, int, int]], nodes: list[Node]) -> li
             out.append((_key(node, f"xnnpack:{last_builtin}:{idx}", tag), tag, float(us)))
         segment.clear()
 
-    for tag, kind, us, meta in events:
+    for tag, kind, us, meta, *sub in events:
+        sub = sub[0] if sub else 0
         if kind == DELEGATE_PROFILED_OPERATOR_INVOKE_EVENT:
             segment.append((tag, us, meta))
+        elif kind == OPERATOR_INVOKE_EVENT and sub:
+            graph = (subgraphs or [])[sub] if sub < len(subgraphs or []) else []
+            node = graph[meta] if meta < len(graph) else None
+            out.append((_key(node, f"subgraph:{sub}:node:{meta}", tag), tag, float(us)))
         elif kind == OPERATOR_INVOKE_EVENT:
             flush(meta)
             last_builtin = meta
@@ -292,14 +305,15 @@ class Session:
                                                  C.c_size_t(len(outs)), outs), "running the model")
 
     def events(self) -> list[tuple[str, int, int, int]]:
-        """The op events recorded since the last reset (tag, type, µs, metadata1), in execution order."""
+        """The op events recorded since the last start (tag, type, µs, node index, subgraph), in execution order."""
         n = C.c_int()
         self._ok(self.lib.LiteRtGetNumProfilerEvents(self.profiler, C.byref(n)), "LiteRtGetNumProfilerEvents")
         evs = (_Event * n.value)()
         if n.value:
             self._ok(self.lib.LiteRtGetProfilerEvents(self.profiler, n, evs), "LiteRtGetProfilerEvents")
         ops = (OPERATOR_INVOKE_EVENT, DELEGATE_PROFILED_OPERATOR_INVOKE_EVENT)
-        return [(e.tag.decode(errors="replace"), e.event_type, int(e.elapsed_us), int(e.metadata1))
+        return [(e.tag.decode(errors="replace"), e.event_type, int(e.elapsed_us), int(e.metadata1),
+                 int(e.metadata2) if e.event_type == OPERATOR_INVOKE_EVENT else 0)
                 for e in evs if e.event_type in ops]
 
     def close(self):
@@ -322,7 +336,7 @@ def litert_ops(path: Path, feed, runs: int, warmup: int, threads: int, xnnpack: 
                layers: set[str] | None) -> list[tuple[str, str, float]]:
     """Profile ``runs`` runs after ``warmup``; profiling starts (which clears the buffer) and stops around each
     run and its events are read in between, so runs never mix."""
-    nodes = tflite_nodes(path, layers)
+    subgraphs = tflite_nodes(path, layers)
     session = Session(path, threads, xnnpack, batch)
     try:
         session.feed(inputs_list(feed))
@@ -336,7 +350,7 @@ def litert_ops(path: Path, feed, runs: int, warmup: int, threads: int, xnnpack: 
             events = session.events()
             if not events:
                 raise CheckFailed("no LiteRT profile: the profiler recorded no op events for a run")
-            ops += run_events(events, nodes)
+            ops += run_events(events, subgraphs[0], subgraphs)
         return ops
     finally:
         session.close()
