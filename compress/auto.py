@@ -323,7 +323,7 @@ class _Search:
         chain = self.base + ([technique.step] if technique else []) + [str(recipe)]
         row = self.log.get(key)
         if row is not None:
-            cand = Candidate(**row, resumed=True)
+            cand = Candidate(**{k: v for k, v in row.items() if k in Candidate.LOGGED}, resumed=True)
         elif not always and self.time_up():
             self.stopped_early = True
             cand = Candidate(runtime, chain, stage, asdict(recipe), technique and technique.id, key,
@@ -596,7 +596,12 @@ class _Search:
         source = self.source(technique)
         recipe = c.quant_recipe()
         path = self.spec.out / f"best-{c.runtime}.{EXT[recipe.format]}"
-        result = export(source, recipe, path, chain=c.chain[:-1], enforce=False, max_drop=self.budget)
+        try:
+            result = export(source, recipe, path, chain=c.chain[:-1], enforce=False, max_drop=self.budget)
+        except Exception as e:  # it was built once; a second failure is said, the search's results are kept
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            choice.message += f"; but writing {path.name} failed: {type(e).__name__}: {first}"
+            return
         choice.path = path
         if result.failed_check:
             c.notes.append(f"export check of the written file: {result.validation.failure()}")
