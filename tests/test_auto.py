@@ -250,3 +250,26 @@ def test_mixed_precision_keeps_layers_float_through_the_helpers_interface(mlp, t
     assert entry["kept_float"] == dense[:2] and entry["drop"] == mixed[-1].drop
     md = (tmp_path / "report.md").read_text()
     assert f"reverting {dense[0]} gives drop" in md and "| 1 | " in md
+
+
+def test_a_technique_that_does_not_apply_is_rejected_with_its_reason(tmp_path):
+    """2:4 sparsity needs >= 4 input channels per layer: on a 3-feature model it is recorded as rejected (on both
+    runtimes, from one attempt cached in DIR/techniques), never silently dropped."""
+    from models.backend import keras
+    from models.subject import resolve
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.save(tmp_path / "narrow.keras")
+    np.savez(tmp_path / "narrow.npz", x=x, y=y)
+    subject = resolve(str(tmp_path / "narrow.keras"), data=str(tmp_path / "narrow.npz"))
+    result = auto(subject, AutoSpec(tmp_path / "out", max_drop=0.5, techniques=("prune2x4",), resamples=200))
+    rejected = [c for c in result.candidates if c.technique == "prune2x4"]
+    assert len(rejected) == 4 and all(c.status == "rejected" and "2:4" in c.reason for c in rejected)
+    assert all(c.verdict.startswith("rejected: ") for c in rejected)
+    assert "2:4" in json.loads((tmp_path / "out" / "techniques" / "prune2x4.json").read_text())["reason"]
+    assert "rejected: " in (tmp_path / "out" / "report.md").read_text()
