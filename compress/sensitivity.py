@@ -8,7 +8,8 @@ TFLite: ``tf.lite.experimental.QuantizationDebugger`` runs the int8 model with N
 float twin fed the same dequantized inputs, so the error is the op's own; the measure is its TensorFlow guide's
 ``rmse/scale`` (RMS error in output quantization steps; about 0.29 is pure rounding).
 ONNX Runtime: ``onnxruntime.quantization.qdq_loss_debug`` saves every activation of the fp32 and the QDQ model on
-the same inputs; a layer's error is the noise it adds, sqrt(NSR_out^2 - NSR_in^2) with NSR = ||float - quantized||
+the same inputs; a layer's error is the noise it adds, NSR_out - NSR_in (negative when its sum over many inputs
+averages their noise down) with NSR = ||float - quantized||
 / ||float|| = 10^(-SQNR/20) (the debugger's cross-model SQNR) of the activations as their consumers see them
 (after DequantizeLinear), so it holds the layer's weight and output quantization and its arithmetic, as
 TFLite's per-op error does.
@@ -33,7 +34,7 @@ from .ptq import QuantRecipe, match_names
 DEBUG_SAMPLES = 32  # calibration samples the debuggers run (the quantization itself calibrates on all of them)
 CHUNK = 8  # samples per collect_activations call: every activation of both models is held in memory
 TFLITE_MEASURE = "TFLite QuantizationDebugger rmse/scale (RMS error of the op's output in quantization steps)"
-ONNX_MEASURE = ("ONNX Runtime qdq_loss_debug noise added by the layer, sqrt(NSR_out^2 - NSR_in^2), "
+ONNX_MEASURE = ("ONNX Runtime qdq_loss_debug noise added by the layer, NSR_out - NSR_in, "
                 "NSR = ||float - quantized|| / ||float|| = 10^(-SQNR/20)")
 
 
@@ -287,6 +288,6 @@ def _onnx_layers(model, graph, qdq_graph, sums):
             continue
         nsr_in = max([v for v in (_nsr(sums, i) for i in ins) if v is not None] or [0.0])
         out = max(nsr_out)
-        added = math.sqrt(max(out * out - nsr_in * nsr_in, 0.0)) if math.isfinite(out) else math.inf
+        added = out - nsr_in if math.isfinite(out) else math.inf
         errors[layer] = [(added, f"{n.op_type} {n.name}") for n in nodes if n.name in quantized]
     return _aggregate(errors, ONNX_MEASURE), unmapped
