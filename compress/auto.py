@@ -298,6 +298,7 @@ class _Search:
         self.plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits)
         self.base = [subject.path.name] if subject.spec.task == "user model" else ["train"]
         self.candidates: list[Candidate] = []
+        self.seen: dict[str, Candidate] = {}
         self.sources: dict[str, object] = {}  # technique id -> Subject, or the reason it cannot be built
         self.sensitivity: dict[str, dict] = {}
         self.notes: list[str] = []
@@ -321,6 +322,8 @@ class _Search:
         tech_id = f"{technique.id}[{self.plan.describe()}]" if technique else "fp32"
         key = candidate_key(self.model_hash, f"{tech_id}|{recipe}", runtime, self.context)
         chain = self.base + ([technique.step] if technique else []) + [str(recipe)]
+        if key in self.seen:  # asked again in this run (mixed precision starts from the int8 already scored)
+            return self.seen[key]
         row = self.log.get(key)
         if row is not None:
             cand = Candidate(**{k: v for k, v in row.items() if k in Candidate.LOGGED}, resumed=True)
@@ -334,6 +337,7 @@ class _Search:
             self.log.put(key, cand.logged())
             self.new += 1
         cand.within_budget = self.passes(cand) if cand.status == "scored" else None
+        self.seen[key] = cand
         self.candidates.append(cand)
         self.progress(cand)
         return cand

@@ -273,3 +273,14 @@ def test_a_technique_that_does_not_apply_is_rejected_with_its_reason(tmp_path):
     assert all(c.verdict.startswith("rejected: ") for c in rejected)
     assert "2:4" in json.loads((tmp_path / "out" / "techniques" / "prune2x4.json").read_text())["reason"]
     assert "rejected: " in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_real_mixed_precision_ranks_keras_layers_and_lists_each_candidate_once(mlp, tmp_path):
+    result = auto(mlp, AutoSpec(tmp_path, max_drop=-1, runtimes=("litert",), techniques=(), resamples=200))
+    entry = result.sensitivity["litert"]
+    layers = {layer.name for layer in mlp.model.layers}
+    assert entry["ranking"] and {r["layer"] for r in entry["ranking"]} <= layers
+    assert len(entry["steps"]) > 1 and not entry["within_budget"]
+    keys = [c.key for c in result.candidates]
+    assert len(keys) == len(set(keys))
+    assert any(c.stage == "mixed" for c in result.candidates)
