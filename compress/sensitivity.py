@@ -56,19 +56,26 @@ class Ranking:
     seconds: float
 
 
-def layer_of(name: str, layers) -> str | None:
+def layer_of(name: str, layers, prefer=()) -> str | None:
     """The Keras layer a runtime tensor/node name belongs to: the outermost ``/``-component equal to a layer name,
-    in the first ``;``-segment (TFLite's fused names) that has one; None when no component is a layer name.
+    in the first ``;``-segment (TFLite's fused names) that has one, a layer in ``prefer`` first (TFLite names a
+    convolution fused with its batch norm and ReLU ``act/Relu;bn/FusedBatchNormV3;conv/Conv2D``: the conv is the
+    layer to name); None when no component is a layer name.
 
     Components, not substrings: ``dense_1`` never claims ``dense_10/MatMul``, and this is the rule
     ``compress.ptq.match_names`` excludes by. Inside a nested model or an unrolled RNN the outer (top-level)
     layer wins (``model/backbone/conv/Conv2D`` -> ``backbone``; ``model/lstm/lstm_cell/MatMul_3`` -> ``lstm``).
     """
-    for segment in name.split(";"):
-        for part in segment.split("/"):
-            if part in layers:
-                return part
-    return None
+    found = [next((p for p in segment.split("/") if p in layers), None) for segment in name.split(";")]
+    found = [f for f in found if f is not None]
+    return next((f for f in found if f in prefer), found[0] if found else None)
+
+
+def kernel_layers(model) -> set[str]:
+    """Layers with multiplicative weights (what int8 weights change)."""
+    from .selective import kernel_weights
+
+    return {layer.name for layer in model.layers if kernel_weights(layer)}
 
 
 def rank(subject, recipe: QuantRecipe, calibration=None, samples: int = DEBUG_SAMPLES) -> list[LayerSensitivity]:
@@ -154,7 +161,7 @@ def _tflite(model, recipe: QuantRecipe, calibration, debug):
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
-    layers = {layer.name for layer in model.layers}
+    layers, prefer = {layer.name for layer in model.layers}, kernel_layers(model)
     errors: dict[str, list[tuple[float, str]]] = {}
     unmapped = []
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
@@ -162,7 +169,7 @@ def _tflite(model, recipe: QuantRecipe, calibration, debug):
         mse, scale = float(row["mean_squared_error"]), float(row["scale"])
         value = math.sqrt(mse) / scale if scale > 0 else (0.0 if mse == 0 else math.inf)
         label = f"{row['op_name']} {name.split(';')[0]}"
-        layer = layer_of(name, layers) or layer_of(row["tensor_name"], layers)
+        layer = layer_of(name, layers, prefer) or layer_of(row["tensor_name"], layers, prefer)
         if layer is None:
             unmapped.append(f"{label} (rmse/scale {value:.4g})")
             continue
@@ -251,7 +258,7 @@ def _nsr(sums: dict, tensor: str) -> float | None:
 def _onnx_layers(model, graph, qdq_graph, sums):
     """Per layer (its nodes by name): the noise it adds between its input and output activations; only layers with
     a quantized node in the QDQ model are ranked."""
-    layers = {layer.name for layer in model.layers}
+    layers, prefer = {layer.name for layer in model.layers}, kernel_layers(model)
     from onnx import TensorProto
 
     dequantized = {o for n in qdq_graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -266,10 +273,23 @@ def _onnx_layers(model, graph, qdq_graph, sums):
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, set()).add(n.name)
+    kept = {n.name for n in qdq_graph.node}
+    node = {n.name: n for n in graph.node}
+
+    def seen(tensor: str) -> str:
+        """The saved tensor that stands for ``tensor``: past a ReLU/Clip that the QDQ model folded into the
+        quantization of the tensor before it (a separate Keras Activation layer after a conv)."""
+        while tensor not in sums and len(consumers.get(tensor, ())) == 1:
+            (after,) = consumers[tensor]
+            if after in kept or node[after].op_type not in ("Relu", "Clip"):
+                break
+            tensor = node[after].output[0]
+        return tensor
+
     by_layer: dict[str, list] = {}
     unmapped = []
     for n in graph.node:
-        layer = layer_of(n.name, layers)
+        layer = layer_of(n.name, layers, prefer)
         if layer is not None:
             by_layer.setdefault(layer, []).append(n)
         elif n.name in quantized:
@@ -282,7 +302,7 @@ def _onnx_layers(model, graph, qdq_graph, sums):
         produced = {o for n in nodes for o in n.output}
         ins = {i for n in nodes for i in n.input if i and i not in produced and i not in initializers}
         outs = {o for o in produced if o in outputs or consumers.get(o, set()) - mine}
-        nsr_out = [v for v in (_nsr(sums, o) for o in outs) if v is not None]
+        nsr_out = [v for v in (_nsr(sums, seen(o)) for o in outs) if v is not None]
         if not nsr_out:
             unmapped.append(f"{layer}: no output activation was saved ({', '.join(sorted(outs)) or 'none'})")
             continue
