@@ -541,18 +541,13 @@ class _Search:
             if ok:
                 best = pick(ok)
                 reachable = True
-                ratio = self._ratio_text(best, self.fp32.get(rt))
-                message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
-                           f"{self.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
-                           f"{self.budget:.4g}")
+                message = ""
                 best.verdict = f"chosen: the {'smallest' if self.spec.target == 'size' else 'fastest'} within budget"
             elif scored:
                 best = min(scored, key=lambda c: (c.drop if not self.spec.strict or c.ci_high is None
                                                   else c.ci_high,) + order(c))
                 reachable = False
-                message = (f"{rt}: the budget of {self.budget:.4g} ({bound_name}) is unreachable: no candidate of "
-                           f"{len(scored)} keeps it; wrote the one that loses least, {best.label}, drop "
-                           f"{best.drop_text()}")
+                message = ""
                 best.verdict = f"chosen although {best.verdict}: the smallest drop of all candidates"
             else:
                 best, reachable = None, False
@@ -561,7 +556,24 @@ class _Search:
             if best is not None:
                 best.chosen = True
             choices[rt] = RuntimeChoice(rt, best, self.fp32.get(rt), reachable, message)
+            if best is not None:
+                self.describe(choices[rt], len(scored))
         return choices
+
+    def describe(self, choice: RuntimeChoice, n_scored: int) -> None:
+        """The runtime's one line: what was chosen, its size/latency vs fp32 and its drop; or that the budget
+        was unreachable (and what was written instead)."""
+        best, rt = choice.candidate, choice.runtime
+        bound_name = "the drop's 95% upper bound" if self.spec.strict else "the drop"
+        if choice.reachable:
+            ratio = self._ratio_text(best, choice.fp32)
+            choice.message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
+                              f"{self.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
+                              f"{self.budget:.4g}")
+        else:
+            choice.message = (f"{rt}: the budget of {self.budget:.4g} ({bound_name}) is unreachable: no candidate "
+                              f"of {n_scored} keeps it; wrote the one that loses least, {best.label}, drop "
+                              f"{best.drop_text()}")
 
     @staticmethod
     def _fastest(cands: list[Candidate]) -> Candidate:
@@ -615,6 +627,7 @@ class _Search:
                            f"scored again ({self.ref.metric_name} {c.metric:.4f} -> {score.metric:.4f})")
             for k, v in score.as_dict().items():
                 setattr(c, k, v)
+            self.describe(choice, sum(x.runtime == c.runtime and x.status == "scored" for x in self.candidates))
 
 
 class _Unbuildable(Exception):
