@@ -15,12 +15,15 @@ HARD = "hard_conv"
 def _hard_cnn_file(tmp_path):
     """A CNN whose ``hard_conv`` int8 weights lose everything: one input channel is always 0 (ReLU of a zero kernel
     and a negative bias) and carries kernel weights 1000x the others, so the per-channel weight scale rounds all
-    the weights that matter to zero. Nothing else in the model is hard to quantize."""
+    the weights that matter to zero. Nothing else in the model is hard to quantize. Its batch norm and ReLU layers
+    fuse into it: the ranking must still name the conv."""
     from models.backend import keras
 
     inp = keras.Input((8, 8, 1), name="image")
     x = keras.layers.Conv2D(4, 3, activation="relu", name="first_conv")(inp)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name=HARD)(x)
+    x = keras.layers.Conv2D(8, 3, name=HARD)(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)  # fused into the conv by both converters ...
+    x = keras.layers.Activation("relu", name="act")(x)  # ... and so is this separate ReLU layer
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
     out = keras.layers.Dense(3, activation="softmax", name="head")(x)
@@ -76,10 +79,11 @@ def _float_layers(subject, fmt, exclude):
     """Layers none of whose weighted ops/nodes is quantized in the exported file."""
     import onnx
 
-    from compress.sensitivity import layer_of as owner
+    from compress.sensitivity import kernel_layers
     from export.exporter import convert
 
-    names = {layer.name for layer in subject.model.layers if layer.weights}
+    names = kernel_layers(subject.model)
+    owner = lambda name, layers: layer_of(name, layers, names)  # noqa: E731  (the conv of a fused conv+BN+ReLU)
     recipe = QuantRecipe(fmt, "int8", exclude=exclude, **({"onnx_int8": "qdq-s8s8"} if fmt == "onnx" else {}))
     data = convert(subject, recipe).data
     quantized = set()
