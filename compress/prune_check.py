@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from models import registry
 from models.cli import ArgumentParser, run
+from models.errors import UserError
 from models.loading import load_keras
 from models.subject import resolve
 
@@ -79,7 +80,8 @@ def check(name: str, sparsity: float = 0.5, tiny: bool = False, cache=None) -> P
                           time.perf_counter() - start, note=outcome.reason())
     details = outcome.details
     return PruneCheck(name, metric, baseline, subject.score(model), plan.enabled, details["fine_tuning"],
-                      f"schedule {details['schedule']}", time.perf_counter() - start,
+                      f"schedule {details['schedule']}" + (f"; {details['kept_dense']}" if details.get("kept_dense")
+                                                            else ""), time.perf_counter() - start,
                       details.get("achieved_sparsity"))
 
 
@@ -91,6 +93,8 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=None, help="append one JSON line per model to this file")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.sparsity < 1.0:
+        raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     names = args.models or [s.name for s in registry.specs() if s.trainable]
     for name in names:
         registry.get(name)  # unknown names fail before any training
