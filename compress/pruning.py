@@ -83,16 +83,22 @@ def _prunable_count(layer) -> int:
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
-def small_layers(model, m_by_n: tuple[int, int] | None = None) -> tuple[dict[str, str], float]:
+#: the layers that make up for the ones kept dense are pruned to at most this
+MAX_LAYER_SPARSITY = 0.99
+
+
+def small_layers(model, m_by_n: tuple[int, int] | None = None, sparsity: float = 0.5) -> tuple[dict[str, str], float]:
     """(layer -> why it stays dense, share of the prunable weights they hold): the smallest prunable layers,
-    each under SMALL_LAYER_SHARE, while together they stay within SMALL_LAYERS_BUDGET."""
+    each under SMALL_LAYER_SHARE, while together they stay within SMALL_LAYERS_BUDGET (less at high
+    ``sparsity``: the others, pruned to ``sparsity / (1 - share)``, stay at most MAX_LAYER_SPARSITY)."""
+    budget = min(SMALL_LAYERS_BUDGET, 1.0 - sparsity / MAX_LAYER_SPARSITY)
     counts = {layer.name: _prunable_count(layer) for layer in model.layers
               if not isinstance(layer, keras.Model) and prune_support(layer, m_by_n) is None}
     counts = {name: n for name, n in counts.items() if n > 0}
     total = sum(counts.values())
     kept, share = {}, 0.0
     for name, n in sorted(counts.items(), key=lambda item: item[1]):
-        if n / total >= SMALL_LAYER_SHARE or share + n / total > SMALL_LAYERS_BUDGET:
+        if n / total >= SMALL_LAYER_SHARE or share + n / total > budget:
             break
         share += n / total
         kept[name] = (f"kept dense: a small layer ({n} weights, {n / total:.1%} of the prunable ones), where zeros "
@@ -158,7 +164,7 @@ def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 
     outcome = start_outcome(model, f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
     if outcome.blocked:
         return model, outcome
-    dense, dense_share = small_layers(model) if keep_small and m_by_n is None and sparsity > 0 else ({}, 0.0)
+    dense, dense_share = small_layers(model, sparsity=sparsity) if keep_small and m_by_n is None and sparsity > 0 else ({}, 0.0)
     layer_sparsity = sparsity / (1.0 - dense_share)
     if tune.enabled:
         sched = _schedule(schedule, layer_sparsity, tune.schedule_end_step())

@@ -73,6 +73,9 @@ def test_small_layers_stay_dense_and_the_others_make_up_the_sparsity():
     assert outcome.details["achieved_sparsity"] == pytest.approx(0.5, abs=0.002)
     zeros = {r.layer: r.sparsity for r in pruning.sparsity_report(pruned)}
     assert zeros["d0"] == zeros["d2"] == 0.0 and zeros["d1"] == pytest.approx(0.5 / (1 - share), abs=0.002)
+    # at 97% the others could not make up for 2.3% kept dense (0.97 / 0.977 > 99%): only the output head is kept
+    assert list(pruning.small_layers(model, sparsity=0.97)[0]) == ["d2"]
+    assert pruning.small_layers(model, sparsity=0.99) == ({}, 0.0)
     _, every = pruning.prune(model, None, sparsity=0.5, keep_small=False)
     assert every.applied == ["d0", "d1", "d2"] and "kept_dense" not in every.details
 
