@@ -55,20 +55,41 @@ def _run(args):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn(), console=out, transient=False) as progress:
         task = progress.add_task("sweep", total=None)
-        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute)
+        stems = [n if n in registry.names() else Path(n).stem for n in names]
+
+        def write_report(model):  # after each model: an interrupted sweep still leaves a readable report
+            report.write(store.rows(stems), cfg.out, cfg.cache)
+
+        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute,
+                      on_model=write_report)
         progress.update(task, total=len(sweep.plan()))
-        measured = sweep.run(advance=lambda: progress.advance(task))
+        try:
+            measured = sweep.run(advance=lambda: progress.advance(task))
+        except KeyboardInterrupt:  # Ctrl-C: the report shows what was stored (a later run resumes the rest)
+            write_report(None)
+            raise
         progress.update(task, description="sweep done")
-    rows = store.rows([n if n in registry.names() else Path(n).stem for n in names])
-    paths = report.write(rows, cfg.out)
+    rows = store.rows(stems)
+    paths = report.write(rows, cfg.out, cfg.cache)
     out.print(f"{measured} new measurement(s); {len(rows)} row(s) in {store.path}")
-    for w in report.slower_quantized(rows):
+    out.print(phase_line(sweep.phases, cfg.out))
+    for w in report.slower_quantized(rows, cfg.cache):
         out.print(f"[yellow]WARNING[/]: {w}")
     out.print("report: " + ", ".join(str(p) for p in paths))
     if args.json:
         import json
 
         print(json.dumps(rows, indent=1, default=str))
+
+
+def phase_line(phases, out: Path) -> str:
+    """Where this run's time went (train / build / measure, summed over models), also kept in OUT/phases.json."""
+    from models.artifacts import write_json
+
+    total = phases.total()
+    write_json(out / "phases.json", {"total_s": total, "per_model_s": phases.seconds})
+    return (f"time: train {total['train']:.0f} s, build {total['build']:.0f} s, measure {total['measure']:.0f} s "
+            f"(of which task metric {total['score']:.0f} s) — per model in {out / 'phases.json'}")
 
 
 def _report(args):
@@ -78,7 +99,7 @@ def _report(args):
     if not db.exists():
         raise UserError(f"no results store at {db}; run `python -m benchmarks run` first")
     rows = _store_at(str(db)).rows(args.models)
-    paths = report.write(rows, Path(args.out))
+    paths = report.write(rows, Path(args.out), args.cache_dir)
     console().print("report: " + ", ".join(str(p) for p in paths))
 
 
@@ -172,6 +193,7 @@ def main(argv=None):
     p = sub.add_parser("report", help="write report.md, report.html and results.json from the store")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--out", default="results")
+    p.add_argument("--cache-dir", default=None, help="the sweep's --cache-dir (where its variants are kept)")
     p.set_defaults(fn=_report)
     p = sub.add_parser("profile", help="per-layer profile of one variant with the runtime's own op profiler")
     p.add_argument("model", help="zoo name or a .tflite/.onnx file")

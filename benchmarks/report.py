@@ -91,7 +91,7 @@ def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(cells) + " |" for cells in body])
 
 
-def markdown(rows: list[dict], profiles: dict | None = None) -> str:
+def markdown(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
     lines = ["# Benchmark report", ""]
     lines += [f"{line}  " for line in provenance(rows)] + [""]
     for budget in budgets(rows):
@@ -107,7 +107,7 @@ def markdown(rows: list[dict], profiles: dict | None = None) -> str:
         lines += ["## Not available here", ""]
         lines += [f"- {m.runtime}: {m.reason}" + (f". To enable: {m.how}" if m.how else "")
                   + f" ({m.rows} row(s) not measured)" for m in missing] + [""]
-    warnings = slower_than_fp32(rows, profiles=profiles)
+    warnings = slower_than_fp32(rows, cache, profiles)
     if warnings:
         lines += ["## Warnings", ""]
         for model in dict.fromkeys(w.model for w in warnings):
@@ -132,15 +132,16 @@ def markdown(rows: list[dict], profiles: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def html(rows: list[dict], profiles: dict | None = None) -> str:
+def html(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
     from . import report_html
 
-    return report_html.page(rows, profiles or {})
+    return report_html.page(rows, profiles or {}, cache)
 
 
-def write(rows: list[dict], out_dir: Path) -> list[Path]:
+def write(rows: list[dict], out_dir: Path, cache=None) -> list[Path]:
+    """``cache``: where the sweep kept the variants (its --cache-dir), for the warnings' causes counted from them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = report_profiles.load(out_dir)
-    files = {out_dir / "report.md": markdown(rows, profiles), out_dir / "report.html": html(rows, profiles),
+    files = {out_dir / "report.md": markdown(rows, profiles, cache), out_dir / "report.html": html(rows, profiles, cache),
              out_dir / "results.json": json.dumps(rows, indent=1, default=str)}
     return atomic_write_many(files)  # the three agree: all of them are replaced, or none

@@ -109,7 +109,7 @@ def _model_section(model: str, rows: list[dict], all_rows: list[dict], index: in
     return "\n".join(parts)
 
 
-def page(rows: list[dict], profiles: dict) -> str:
+def page(rows: list[dict], profiles: dict, cache=None) -> str:
     from plotly.offline import get_plotlyjs
 
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Benchmark report</title>",
@@ -133,7 +133,7 @@ def page(rows: list[dict], profiles: dict) -> str:
         parts += [f"<li><b>{_e(m.runtime)}</b>: {_e(m.reason)}" + (f". To enable: {_e(m.how)}" if m.how else "")
                   + f" <span class='meta'>({m.rows} row(s) not measured)</span></li>" for m in missing]
         parts.append("</ul>")
-    warnings = slower_than_fp32(rows, profiles=profiles)
+    warnings = slower_than_fp32(rows, cache, profiles)
     if warnings:
         parts.append("<h2>Warnings</h2>")
         for model in dict.fromkeys(w.model for w in warnings):

@@ -6,6 +6,7 @@ threads), so a runtime that leaks or crashes is one failed row. Only the driver 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import gc
@@ -160,10 +161,34 @@ class JobContext:
     size_gzip: int
 
 
+@dataclass
+class Phases:
+    """Wall seconds per model in each phase of the sweep: train (or load the cached file), build the variants,
+    measure (the task metric on the test split, then the timed runs; ``score`` is the metric's share of it)."""
+
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    NAMES = ("train", "build", "measure", "score")
+
+    @contextlib.contextmanager
+    def timing(self, model: str, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            per_model = self.seconds.setdefault(model, dict.fromkeys(self.NAMES, 0.0))
+            per_model[phase] += time.perf_counter() - start
+
+    def total(self) -> dict[str, float]:
+        return {p: sum(m[p] for m in self.seconds.values()) for p in self.NAMES}
+
+
 class Sweep:
     def __init__(self, cfg: SweepConfig, store: Store, on_step=lambda text: None, executor: Executor | None = None,
-                 on_row=lambda row: None):
-        self.cfg, self.store, self.on_step, self.on_row = cfg, store, on_step, on_row
+                 on_row=lambda row: None, on_model=lambda name: None):
+        self.cfg, self.store, self.on_step, self.on_row, self.on_model = cfg, store, on_step, on_row, on_model
+        self.phases = Phases()
+        self._model = None  # the model being swept (its phases are being timed)
         self._trained = {}
         self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
         self.executor = executor or LocalExecutor()
@@ -223,14 +248,17 @@ class Sweep:
 
     def _run(self, advance) -> int:
         for model_name, items in itertools.groupby(self.plan(), key=lambda item: item[0]):
-            trained = self.trained(model_name)
+            self._model = model_name
+            with self.phases.timing(model_name, "train"):
+                trained = self.trained(model_name)
             pending = []
             for _, variant, runtime in items:
                 todo = [(b, t) for t in self.cfg.threads for b in self.cfg.batches
                         if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
                 pending.append((variant, runtime, todo))
-            built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
-            with tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
+            with self.phases.timing(model_name, "build"):
+                built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
+            with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
                 inputs = Path(tmp) / "inputs.npz"
                 jobs, waiting = [], {}
                 for item, (variant, runtime, todo) in enumerate(pending):
@@ -252,6 +280,7 @@ class Sweep:
                     if not waiting[job.context.item]:
                         advance()
             self._release()
+            self.on_model(model_name)
         return self.stored
 
     def _build(self, trained, wanted) -> dict[str, Built]:
@@ -328,7 +357,8 @@ class Sweep:
             if not probed.ok:
                 return all_rows(status="failed", reason=f"{runtime.name}: {probed.error}", size=raw, size_gzip=gz)
         try:
-            metric, metric_from = self._score(trained, runtime, path, splits)
+            with self.phases.timing(self._model, "score"):
+                metric, metric_from = self._score(trained, runtime, path, splits)
         except Exception as e:  # the runtime cannot run this artifact: a recorded failure, the sweep goes on
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return all_rows(status="failed", reason=f"{runtime.name}: {first[:300]}", size=raw, size_gzip=gz)

@@ -1,5 +1,6 @@
 """Benchmark method, store and report, on fakes with known timings, plus one real tiny sweep."""
 import itertools
+import json
 import sys
 
 import pytest
@@ -128,7 +129,10 @@ def _tiny_cfg(tmp_path, **kw):
 
 def test_sweep_measures_in_workers_and_resumes(tmp_path):
     store = Store(tmp_path / "results.db")
-    assert Sweep(_tiny_cfg(tmp_path), store).run() == 4
+    sweep = Sweep(_tiny_cfg(tmp_path), store)
+    assert sweep.run() == 4
+    spent = sweep.phases.seconds["mlp"]  # where the time went, as `benchmarks run` prints it
+    assert all(spent[p] > 0 for p in ("train", "build", "measure", "score")) and spent["score"] < spent["measure"]
     rows = store.rows()
     assert {(r["variant"], r["runtime"], r["batch"], r["status"]) for r in rows} == {
         ("fp32", "keras", 1, "ok"), ("fp32", "keras", 4, "ok"),
@@ -232,6 +236,9 @@ def test_run_says_which_onnxruntime_build_and_providers_it_found(cli, tmp_path):
     res = cli("benchmarks", "run", "--models", "mlp", "--tiny", "--variants", "onnx-fp32", "--runtimes",
               "onnxruntime-cuda", "--batch", "1", "--threads", "1", "--out", tmp_path)
     assert res.returncode == 0 and line in " ".join(res.stdout.split()), res.stdout
+    assert "time: train " in res.stdout and "build " in res.stdout and "measure " in res.stdout, res.stdout
+    phases = json.loads((tmp_path / "phases.json").read_text())
+    assert set(phases["per_model_s"]["mlp"]) == {"train", "build", "measure", "score"}
     # the measured broken install: onnxruntime-gpu's files over onnxruntime's, one module for both
     both = describe_build({"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}, ["CPUExecutionProvider"])
     assert both.startswith("ONNX Runtime: onnxruntime 1.32.0, onnxruntime-gpu 1.31.1 are installed over one")

@@ -129,6 +129,13 @@ def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause(tmp_pa
     # the console keeps its one-line form; a repeated row does not repeat its warning
     lines = report.slower_quantized(rows + [dict(rows[1], key="again")], cache=tmp_path)
     assert lines[0].startswith("m: onnx-int8 is slower") and len(lines) == 2
+    # the written report looks in the sweep's --cache-dir too (not the default cache)
+    for r in rows:
+        r.update(metric_name="accuracy", metric=0.9, higher_is_better=1)
+    report.write(rows, tmp_path / "out", cache=tmp_path)
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "out" / name).read_text()
+        assert "QuantizeLinear/DequantizeLinear nodes around" in text, name
 
 
 def test_int8_cause_counts_float_ops_in_the_tflite_file_and_reads_profiles(tmp_path):
