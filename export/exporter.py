@@ -19,7 +19,8 @@ from models.spec import n_samples
 from models.training import keras_predict
 
 from . import metadata, runtime
-from .validate import Validation, parity, top1_agreement
+from .memo import ModelMemo
+from .validate import Validation, parity, runtime_name, top1_agreement
 
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 N_VALIDATE = 256
@@ -97,7 +98,8 @@ def _convert_tflite(subject, recipe, calibration, batch, allow_flex) -> Converte
 def _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex) -> Converted:
     from .tflite import FLEX_WARNING, NeedsFlex, convert
 
-    model = unrolled(subject.model) if has_rnn(subject.model) else subject.model
+    model = _SOURCE.get(subject.model, "unrolled", lambda: unrolled(subject.model)) if has_rnn(subject.model) \
+        else subject.model
     if batch:
         try:
             return Converted(convert(model, recipe, calibration, batch=batch), batch)
@@ -183,6 +185,16 @@ def _convert(subject: Subject, recipe: QuantRecipe, opset, batch, allow_flex) ->
     return Converted(onnx_export.convert(subject.model, recipe, calibration, batch=batch, **kwargs), batch)
 
 
+#: the source model's own results, shared by its exports: its unrolled copy, its outputs and its task metric
+_SOURCE = ModelMemo()
+
+
+def source_metric(subject: Subject) -> float | None:
+    """The Keras model's task metric on the test split, computed once per model (and data) for all its exports."""
+    return _SOURCE.get(subject.model, "metric", lambda: subject.score(subject.model),
+                       guards=(subject.splits, subject.spec, subject.config))
+
+
 def validation_inputs(subject: Subject, n: int = N_VALIDATE):
     labelled = subject.metric is not None
     return subject.splits.test.head(n).x, ("test split" if labelled else
@@ -193,7 +205,8 @@ def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float 
     """Per-output parity on the evaluation inputs; for quantized files also the task metric (judged against
     ``max_drop`` when given) and top-1 agreement."""
     inputs, source = validation_inputs(subject)
-    reference = keras_predict(subject.model)(inputs)
+    reference = _SOURCE.get(subject.model, ("reference", n_samples(inputs)),
+                            lambda: keras_predict(subject.model)(inputs), guards=(subject.splits,))
     exported = runtime.load(path)
     candidate = exported.predict(inputs)
     quantized = recipe.mode != "fp32"
@@ -205,8 +218,10 @@ def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float 
         result.metric_name = subject.metric.name
         result.higher_is_better = subject.metric.higher_is_better
         result.max_drop = max_drop
-        result.metric_source = subject.score(subject.model)
+        result.metric_source = source_metric(subject)
         result.metric_export = subject.score_predict(exported.predict)
+        result.metric_n_samples = n_samples(subject.splits.test.x)
+        result.runtime = runtime_name(exported)
     return result
 
 
@@ -239,6 +254,8 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
             candidate.write_bytes(data)
             write_json(Path(str(candidate) + ".json"), meta)
             validation = validate(subject, candidate, recipe, max_drop)
+    if validation is not None:  # the sweep reuses metric_export when it would score this file on the same runtime
+        meta["validation"] = validation.record()
     failed = validation is not None and not validation.passed
     written = not (failed and enforce)
     if written:  # the file and its sidecar together, or neither

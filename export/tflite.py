@@ -1,11 +1,15 @@
 """Keras -> TFLite conversion (no validation here; see export.validate)."""
 from __future__ import annotations
 
+import tempfile
+
 from compress.ptq import QuantRecipe, configure_tflite
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
 from models.rewrites import with_static_batch
 from models.spec import Inputs
+
+from .memo import ModelMemo
 
 FLEX_WARNING = ("uses TF Select (Flex) ops: the app must link the Flex delegate "
                 "(tensorflow-lite-select-tf-ops), which adds several MB")
@@ -19,12 +23,57 @@ def input_names(model) -> list[str]:
     return [t.name.split(":")[0] for t in model.inputs]
 
 
+#: the graphs saved for the model being converted: one SavedModel per batch setting, shared by every mode
+_SAVED = ModelMemo()
+
+
+def _saved_model(model, batch: int | None):
+    """``model`` (with its batch axis fixed to ``batch``) traced and saved once, as ``from_keras_model`` does on
+    every call (its SavedModel path); None when saving fails (the converter then freezes the Keras model)."""
+
+    def save():
+        source = with_static_batch(model, batch) if batch else model
+        tmp = tempfile.TemporaryDirectory(prefix="ct-tflite-")
+        try:
+            with quiet_stderr():
+                tf.saved_model.save(source, tmp.name, options=tf.saved_model.SaveOptions(save_debug_info=True))
+        except Exception:  # noqa: BLE001 - the same fallback as TFLiteKerasModelConverterV2
+            tmp.cleanup()
+            return None
+        return tmp
+
+    return _SAVED.get(model, ("saved", batch), save)
+
+
+def _converter(model, batch: int | None):
+    saved = _saved_model(model, batch)
+    if saved is not None:
+        try:
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved.name)
+        except Exception:  # noqa: BLE001 - a graph that saves but does not load back: convert from Keras
+            pass
+        else:
+            _as_from_keras(converter)
+            return converter
+    return tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model, batch) if batch else model)
+
+
+def _as_from_keras(converter) -> None:
+    """Record "Keras model" as the source in the file's conversion metadata, as ``from_keras_model`` does: the
+    only byte in which the two paths' files differ."""
+    try:
+        from tensorflow.lite.python import conversion_metadata_schema_py_generated as fb
+
+        converter._metadata.environment.modelType = fb.ModelType.KERAS_MODEL
+    except (ImportError, AttributeError):  # another TF layout: the files then differ in that one field only
+        pass
+
+
 def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None = None, *,
             batch: int | None = None, allow_flex: bool = False) -> bytes:
     """Convert with builtin ops only unless ``allow_flex``; ``batch`` fixes the batch axis (None: dynamic)."""
     recipe = recipe or QuantRecipe("tflite", "fp32")
-    source = with_static_batch(model, batch) if batch else model
-    converter = tf.lite.TFLiteConverter.from_keras_model(source)
+    converter = _converter(model, batch)
     configure_tflite(converter, recipe, calibration, input_names(model))
     if allow_flex:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]

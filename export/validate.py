@@ -37,6 +37,17 @@ class Validation:
     #: a quantized export fails when its metric drops more than this below the Keras model's (None: not judged)
     max_drop: float | None = None
     higher_is_better: bool = True
+    #: how ``metric_export`` was computed: the benchmarks runtime name matching the loader (export.runtime.load with
+    #: its defaults) and the number of test samples scored, so a sweep can reuse it instead of scoring again
+    runtime: str | None = None
+    metric_n_samples: int | None = None
+
+    def record(self) -> dict:
+        """What the sidecar keeps of this validation (``validation`` key)."""
+        return {"metric_name": self.metric_name, "metric_source": self.metric_source,
+                "metric_export": self.metric_export, "metric_n_samples": self.metric_n_samples,
+                "runtime": self.runtime, "threads": None, "parity_n_samples": self.n_samples,
+                "inputs_from": self.inputs_from, "top1_agreement": self.top1_agreement}
 
     @property
     def metric_drop(self) -> float | None:
@@ -93,3 +104,17 @@ def top1_agreement(reference, candidate) -> float | None:
     if ref.ndim < 2 or ref.shape[-1] < 2 or got.shape != ref.shape:
         return None
     return float(np.mean(ref.argmax(-1) == got.argmax(-1)))
+
+
+#: ONNX Runtime execution provider -> the benchmarks runtime (benchmarks/runtimes) that runs a file the same way
+ONNX_RUNTIMES = {"CPUExecutionProvider": "onnxruntime-cpu", "CUDAExecutionProvider": "onnxruntime-cuda",
+                 "TensorrtExecutionProvider": "onnxruntime-tensorrt"}
+
+
+def runtime_name(exported) -> str | None:
+    """The benchmarks runtime matching how ``export.runtime.load(path)`` (default arguments) loaded ``exported``:
+    LiteRT with its default XNNPACK delegate is ``litert``; ONNX Runtime is named by its first provider."""
+    session = getattr(exported, "session", None)
+    if session is not None:
+        return ONNX_RUNTIMES.get(session.get_providers()[0])
+    return "litert" if getattr(exported, "interpreter", None) is not None else None
