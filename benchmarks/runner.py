@@ -14,13 +14,17 @@ from models.spec import n_samples, take
 
 @dataclass(frozen=True)
 class Method:
-    warmup_s: float = 0.5
+    warmup_s: float = 0.5  # at most (see warmup_settle)
     warmup_runs: int = 10
     min_s: float = 1.0
-    min_runs: int = 50
+    min_runs: int = 20
     max_s: float = 20.0  # stop a very slow model even if min_runs is not reached
     ci: float | None = 0.02  # stop before min_s once the median's 95% CI half-width is within this fraction of it
     ci_min_s: float = 0.25  # ... but not before this: a short window would miss drift the CI cannot see
+    # warm-up ends before warmup_s once two successive windows (>= warmup_runs calls and WARMUP_WINDOW_S each)
+    # have medians within this fraction of each other, but not before warmup_min_s
+    warmup_settle: float | None = 0.05
+    warmup_min_s: float = 0.1
 
     @classmethod
     def quick(cls) -> "Method":
@@ -90,6 +94,32 @@ def _timed(call, group: int, clock) -> float:
     return clock() - t
 
 
+WARMUP_WINDOW_S = 0.025
+
+
+def _warm_up(call, method: Method, clock) -> tuple[int, float]:
+    """Call until warm: at least ``warmup_runs`` calls, then until ``warmup_s`` or, sooner, until the per-call
+    time has settled (successive windows agree within ``warmup_settle``). Returns calls made and seconds spent."""
+    start, n, window, previous = clock(), 0, [], None
+    while True:
+        t = clock()
+        call()
+        now = clock()
+        n += 1
+        window.append(now - t)
+        elapsed = now - start
+        if n >= method.warmup_runs and (elapsed >= method.warmup_s or elapsed > method.max_s):
+            return n, elapsed
+        if (method.warmup_settle is None or n < method.warmup_runs or len(window) < method.warmup_runs
+                or sum(window) < WARMUP_WINDOW_S):
+            continue
+        median = float(np.median(window))
+        if previous is not None and elapsed >= method.warmup_min_s and abs(median - previous) <= \
+                method.warmup_settle * previous:
+            return n, elapsed
+        previous, window = median, []
+
+
 def measure(call, method: Method = Method(), clock=time.perf_counter) -> LatencyStats:
     """Time ``call()`` (which must block until the result is ready).
 
@@ -99,13 +129,8 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
     t0 = clock()
     call()
     first = (clock() - t0) * 1e3
-    start, n = clock(), 0
-    while n < method.warmup_runs or clock() - start < method.warmup_s:
-        call()
-        n += 1
-        if clock() - start > method.max_s:
-            break
-    group = group_size((clock() - start) * 1e3 / n if n else first)
+    n, spent = _warm_up(call, method, clock)
+    group = group_size(spent * 1e3 / n if n else first)
     samples = []
     start = clock()
     while len(samples) < method.min_runs or clock() - start < method.min_s:
@@ -143,7 +168,7 @@ def harness_overhead(call, rounds: int = 15, block: int = 200, group: int = 1, c
 
 
 SELFCHECK_MAX_MS = 5.0  # slower calls dwarf a timer read (~0.1 µs); checking them would cost seconds each
-SELFCHECK_BUDGET_MS = 600.0  # per check: 15 rounds of alternating blocks of ~20 ms each
+SELFCHECK_BUDGET_MS = 300.0  # per check: 15 rounds of alternating blocks of ~10 ms each
 
 
 def selfcheck_block(mean_ms: float, rounds: int = 15) -> int | None:

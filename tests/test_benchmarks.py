@@ -66,6 +66,21 @@ def test_timed_loop_stops_early_once_the_median_is_known_within_ci():
     assert median_ci([1.0] * 30 + [1.01] * 40 + [3.0] * 30) == 0.0
 
 
+def test_warm_up_ends_once_the_call_time_has_settled():
+    cooling = [0.001 * (1 + 4 * 0.97 ** i) for i in range(400)] + [0.001] * 5000  # 5 ms calls settling to 1 ms
+    method = Method(warmup_s=3.0, warmup_runs=10, min_s=0.05, min_runs=20, max_s=10, ci=None, warmup_min_s=0.1)
+    clock = FakeClock(cooling)
+    settled = measure(clock.call, method, clock=clock)
+    assert settled.p50 == pytest.approx(1.0, rel=0.06)  # warm-up did not stop while calls were still speeding up
+    assert clock.now < 1.0  # ... nor run on to warmup_s once they had settled
+    clock = FakeClock(cooling)
+    measure(clock.call, Method(**{**method.__dict__, "warmup_settle": None}), clock=clock)
+    assert clock.now > 3.0  # without the settle rule: the whole warmup_s
+    clock = FakeClock([0.002])  # steady at once: warm for warmup_min_s, not warmup_s
+    measure(clock.call, method, clock=clock)
+    assert 0.1 + 0.05 <= clock.now < 0.3
+
+
 def test_calls_shorter_than_the_clock_can_resolve_are_timed_in_groups():
     from benchmarks.runner import harness_overhead
 
@@ -150,7 +165,7 @@ def test_sweep_measures_in_workers_and_resumes(tmp_path):
 def test_selfcheck_is_sized_to_a_budget_and_skipped_on_slow_calls():
     from benchmarks.runner import SELFCHECK_MAX_MS, selfcheck_block
 
-    assert selfcheck_block(0.001) == 20000 and selfcheck_block(1.0) == 20 and selfcheck_block(0.1) == 200
+    assert selfcheck_block(0.001) == 10000 and selfcheck_block(1.0) == 20 and selfcheck_block(0.1) == 100
     assert selfcheck_block(SELFCHECK_MAX_MS) == 20 and selfcheck_block(SELFCHECK_MAX_MS * 1.01) is None
 
 
