@@ -6,6 +6,7 @@ writes atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,7 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
             write_json(Path(str(candidate) + ".json"), meta)
             validation = validate(subject, candidate, recipe, max_drop)
     if validation is not None:  # the sweep reuses metric_export when it would score this file on the same runtime
-        meta["validation"] = validation.record()
+        meta["validation"] = {**validation.record(), "file_sha256": hashlib.sha256(data).hexdigest()}
     failed = validation is not None and not validation.passed
     written = not (failed and enforce)
     if written:  # the file and its sidecar together, or neither

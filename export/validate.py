@@ -46,6 +46,7 @@ class Validation:
         """What the sidecar keeps of this validation (``validation`` key)."""
         return {"metric_name": self.metric_name, "metric_source": self.metric_source,
                 "metric_export": self.metric_export, "metric_n_samples": self.metric_n_samples,
+                # threads None: the runtime's default, as export.runtime.load(path) and the sweep's scoring load it
                 "runtime": self.runtime, "threads": None, "parity_n_samples": self.n_samples,
                 "inputs_from": self.inputs_from, "top1_agreement": self.top1_agreement}
 

@@ -1,5 +1,6 @@
 """The work a source model's exports share is done once (one SavedModel per batch setting, one source metric),
 without changing the files, and the export's own metric is kept in the sidecar for the sweep to reuse."""
+import hashlib
 import json
 
 import pytest
@@ -78,6 +79,7 @@ def test_source_metric_is_scored_once_per_model_and_sidecar_keeps_the_exports_me
         v = meta["validation"]
         assert v["metric_export"] == pytest.approx(r.validation.metric_export)
         assert v["metric_name"] == "accuracy" and v["metric_n_samples"] == n_test
+        assert v["file_sha256"] == hashlib.sha256(r.path.read_bytes()).hexdigest()
         expected = {"litert"} if r.path.suffix == ".tflite" else {"onnxruntime-cpu", "onnxruntime-cuda"}
         assert v["runtime"] in expected
 
