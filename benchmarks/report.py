@@ -127,8 +127,8 @@ def markdown(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
         lines += [f"### {model}", ""] + _md_table(header, [detail_cells(r, ref) for r in mrows]) + [""]
         notes = reused_notes(mrows)
         if notes:
-            lines += ["† metric reused from another runtime running the same file (--quick), because their outputs "
-                      "agree:", ""] + [f"- {text}" for text in notes] + [""]
+            lines += ["† metric not recomputed in this row: the same file's score on the same runtime (export "
+                      "validation) or, with --quick, on another runtime whose outputs agree:", ""] + [f"- {text}" for text in notes] + [""]
     return "\n".join(lines)
 
 

@@ -103,8 +103,8 @@ def _model_section(model: str, rows: list[dict], all_rows: list[dict], index: in
                      + table(header, [detail_cells(r, ref) for r in detail]) + "</details>")
         notes = reused_notes(detail)
         if notes:
-            parts.append("<p class='meta'>† metric reused from another runtime running the same file (--quick), "
-                         "because their outputs agree:<br>" + "<br>".join(_e(n) for n in notes) + "</p>")
+            parts.append("<p class='meta'>† metric not recomputed in this row: the same file's score on the same "
+                         "runtime (export validation) or, with --quick, on another runtime whose outputs agree:<br>" + "<br>".join(_e(n) for n in notes) + "</p>")
     parts.append("</details>")
     return "\n".join(parts)
 

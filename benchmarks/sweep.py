@@ -22,6 +22,7 @@ import numpy as np
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
 from models.errors import UserError
+from models.spec import n_samples
 
 from . import host, runtimes, variants
 from .build import Built, build_all
@@ -146,6 +147,23 @@ def provider_of(runtime) -> str | None:
 
 
 SELFCHECK_RUNTIMES = ("onnxruntime-cpu", "litert")
+
+
+def validated_metric(path: Path, runtime: str, metric_name: str, test_x) -> float | None:
+    """The task metric the export's validation computed for this very file on ``runtime`` over the whole test
+    split (its sidecar's ``validation``), or None: a file built once is not scored twice on the same runtime."""
+    import json
+
+    sidecar = Path(str(path) + ".json")
+    try:
+        record = json.loads(sidecar.read_text()).get("validation") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if (record.get("runtime") != runtime or record.get("metric_name") != metric_name
+            or record.get("metric_export") is None
+            or record.get("metric_n_samples") != n_samples(test_x)):
+        return None
+    return float(record["metric_export"])
 
 
 @dataclass(frozen=True)
@@ -317,12 +335,21 @@ class Sweep:
         from export.validate import as_list, parity
 
         spec = trained.spec
-        predict = runtime.load(path, None).predict
         if trained.metric is None:  # no labels (a user file without --data): latency and size only
+            runtime.load(path, None)  # it must still load on this runtime
             return None, None
+        validated = validated_metric(path, runtime.name, trained.metric.name, splits.test.x)
+        note = (f"the export's own validation scored this file on {runtime.name} over the whole test split "
+                f"({n_samples(splits.test.x)} samples) when it was built")
+        if validated is not None and not self.cfg.reuse_metric:
+            return validated, note
+        predict = runtime.load(path, None).predict
         if not self.cfg.reuse_metric:
             return spec.score(predict, splits.test, trained.config), None
         outputs = predict(splits.test.head(PARITY_SAMPLES).x)
+        if validated is not None:  # other runtimes may reuse it in turn (--quick)
+            self._scored.setdefault(str(path), (runtime.name, validated, outputs))
+            return validated, note
         earlier = self._scored.get(str(path))
         if earlier is not None:
             source, metric, reference = earlier

@@ -195,7 +195,7 @@ def _fake_trained():
         calls.append(len(split.x))
         return float(np.mean(predict(split.x)))
 
-    spec = types.SimpleNamespace(export_atol=1e-4, score=score)
+    spec = types.SimpleNamespace(export_atol=1e-4, score=score, name="accuracy")
     return types.SimpleNamespace(spec=spec, config={}, metric=spec), Splits(Split(x, x), Split(x, x), Split(x, x)), calls
 
 
@@ -219,6 +219,20 @@ def test_full_sweep_never_reuses_a_metric(tmp_path):
     for name in ("litert", "litert-noxnnpack"):
         assert sweep._score(trained, _FakeRuntime(name), tmp_path / "m.tflite", splits)[1] is None
     assert calls == [100, 100]
+
+
+def test_a_file_is_not_scored_again_on_the_runtime_its_export_validation_used(tmp_path):
+    trained, splits, calls = _fake_trained()
+    path = tmp_path / "m.tflite"
+    record = {"metric_name": "accuracy", "metric_export": 0.25, "metric_n_samples": 100, "runtime": "litert"}
+    (tmp_path / "m.tflite.json").write_text(json.dumps({"validation": record}))
+    sweep = Sweep(_tiny_cfg(tmp_path), Store(tmp_path / "r.db"))
+    metric, source = sweep._score(trained, _FakeRuntime("litert"), path, splits)
+    assert metric == 0.25 and calls == [] and "export's own validation" in source and "100 samples" in source
+    for other in ({"runtime": "onnxruntime-cpu"}, {"metric_name": "f1"}, {"metric_n_samples": 50}):
+        (tmp_path / "m.tflite.json").write_text(json.dumps({"validation": {**record, **other}}))
+        assert sweep._score(trained, _FakeRuntime("litert"), path, splits)[1] is None  # scored here
+    assert calls == [100, 100, 100]
 
 
 def test_report_marks_a_reused_metric(tmp_path):
