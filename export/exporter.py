@@ -232,6 +232,8 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
     """Convert, validate a temporary copy, and only then write ``out`` (+ ``out.json``) atomically.
 
     With ``enforce`` a file that fails its parity check is not written; the numbers are returned either way.
+    The sidecar (only) also keeps the validation's figures under ``validation`` (see Validation.record), so a
+    sweep can reuse the file's metric instead of scoring it again on the same runtime.
     """
     out = Path(out)
     if out.suffix.lower() != SUFFIX[recipe.format]:
