@@ -113,7 +113,10 @@ def apply_technique(args, out, doing: str, technique):
 
 def print_outcome(out, outcome, plan) -> None:
     out.print(outcome.summary())
-    out.print(f"fine-tuning: {plan.describe()}")
+    # the technique's own account of its recipe (e.g. where pruning's sparsity schedule ends) when it gives one
+    out.print(f"fine-tuning: {outcome.details.get('fine_tuning') or plan.describe()}")
+    if outcome.details.get("kept_dense"):
+        out.print(f"kept dense: {outcome.details['kept_dense']}")
     for layer, reason in outcome.skipped.items():
         out.print(f"  skipped {layer}: {reason}")
 

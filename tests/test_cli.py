@@ -11,6 +11,8 @@ def test_prune_cli_reports_sparsity_and_metric(cli, tmp_path):
     assert out.exists()
     assert "sparsity per layer" in res.stdout and "50.0%" in res.stdout
     assert "accuracy: before" in res.stdout and "gzip" in res.stdout
+    text = " ".join(res.stdout.split())
+    assert "sparsity schedule ends at step" in text and "then the lr decays along a cosine" in text  # the recipe
 
 
 @pytest.mark.parametrize("fmt,mode", [("tflite", "int8"), ("onnx", "dynamic")])
