@@ -163,6 +163,10 @@ def validated_metric(path: Path, runtime: str, metric_name: str, test_x) -> floa
             or record.get("metric_export") is None
             or record.get("metric_n_samples") != n_samples(test_x)):
         return None
+    from models.artifacts import sha256_file
+
+    if record.get("file_sha256") != sha256_file(path):  # the metric belongs to this very file
+        return None
     return float(record["metric_export"])
 
 

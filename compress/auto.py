@@ -135,6 +135,7 @@ class _Search:
         from export.exporter import export
         from export.onnx import int8_flavour
 
+        from . import auto_choice
         from .auto_eval import score_file
 
         t = time.monotonic()
@@ -301,97 +302,13 @@ class _Search:
             entry["stopped"] = "the --time-budget was spent during the search"
         self.sensitivity[rt] = entry
 
-    # -- the choice -----------------------------------------------------------------------------------------
-    def choose(self) -> dict:
-        from benchmarks.plots import pareto
-
-        choices = {}
-        order = (lambda c: (c.size, c.p50_ms)) if self.spec.target == "size" else (lambda c: (c.p50_ms, c.size))
-        pick = self._smallest if self.spec.target == "size" else self._fastest
-        bound_name = "the drop's 95% upper bound" if self.spec.strict else "the drop"
-        for rt in self.formats:
-            mine = [c for c in self.candidates if c.runtime == rt]
-            scored = [c for c in mine if c.status == "scored"]
-            for c in mine:
-                if c.status != "scored":
-                    c.verdict = f"{c.status}: {c.reason}"
-                    continue
-                c.within_budget = self.passes(c)
-                if c.within_budget:
-                    c.verdict = f"within budget ({bound_name} {self._bound(c):+.4f} <= {self.budget:.4g})"
-                elif self.spec.strict and c.ci_high is None:
-                    c.verdict = f"refused by --strict: no interval ({c.ci_note})"
-                else:
-                    c.verdict = f"over budget: {bound_name} {self._bound(c):+.4f} > {self.budget:.4g}"
-            points = [{"metric": c.metric, "p50_ms": c.p50_ms, "size": c.size} for c in scored]
-            for i in pareto(points, self.ref.higher_is_better):
-                scored[i].pareto = True
-            ok = [c for c in scored if c.within_budget]
-            if ok:
-                best = pick(ok)
-                reachable = True
-                message = ""
-                best.verdict = f"chosen: the {'smallest' if self.spec.target == 'size' else 'fastest'} within budget"
-            elif scored:
-                best = min(scored, key=lambda c: (c.drop if not self.spec.strict or c.ci_high is None
-                                                  else c.ci_high,) + order(c))
-                reachable = False
-                message = ""
-                best.verdict = f"chosen although {best.verdict}: the smallest drop of all candidates"
-            else:
-                best, reachable = None, False
-                message = f"{rt}: no candidate could be built and scored, nothing to write (" + "; ".join(
-                    f"{c.label}: {c.reason}" for c in mine[:3]) + ")"
-            if best is not None:
-                best.chosen = True
-            choices[rt] = RuntimeChoice(rt, best, self.fp32.get(rt), reachable, message)
-            if best is not None:
-                self.describe(choices[rt], len(scored))
-        return choices
-
-    def describe(self, choice: RuntimeChoice, n_scored: int) -> None:
-        """The runtime's one line: what was chosen, its size/latency vs fp32 and its drop; or that the budget
-        was unreachable (and what was written instead)."""
-        best, rt = choice.candidate, choice.runtime
-        bound_name = "the drop's 95% upper bound" if self.spec.strict else "the drop"
-        if choice.reachable:
-            ratio = self._ratio_text(best, choice.fp32)
-            choice.message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
-                              f"{self.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
-                              f"{self.budget:.4g}")
-        else:
-            choice.message = (f"{rt}: the budget of {self.budget:.4g} ({bound_name}) is unreachable: no candidate "
-                              f"of {n_scored} keeps it; wrote the one that loses least, {best.label}, drop "
-                              f"{best.drop_text()}")
-
-    @staticmethod
-    def _fastest(cands: list[Candidate]) -> Candidate:
-        """The fastest, where latencies within the timing's noise (the median's 95% CI, at least TIE) count as
-        a tie that the smaller file wins (then the smaller drop)."""
-        top = min(cands, key=lambda c: c.p50_ms)
-        tol = max(TIE, top.p50_ci or 0.0)
-        tied = [c for c in cands if c.p50_ms <= top.p50_ms * (1 + tol)]
-        return min(tied, key=lambda c: (c.size, c.drop, c.p50_ms))
-
-    @staticmethod
-    def _smallest(cands: list[Candidate]) -> Candidate:
-        return min(cands, key=lambda c: (c.size, c.p50_ms, c.drop))
-
-    def _bound(self, c: Candidate) -> float:
-        return c.ci_high if self.spec.strict else c.drop
-
-    @staticmethod
-    def _ratio_text(c: Candidate, fp32: Candidate | None) -> str:
-        if fp32 is None or fp32.status != "scored" or c is fp32:
-            return ""
-        return f" ({fp32.size / c.size:.2f}x smaller, {fp32.p50_ms / c.p50_ms:.2f}x faster than fp32)"
-
     def write_best(self, choice: RuntimeChoice) -> None:
         """Export the chosen candidate again through export() (metadata, parity check, atomic writes) as
         DIR/best-<runtime>.<ext>; if the bytes differ from the scored file's, score the written one."""
         from export.exporter import export
         from models.artifacts import sha256_file
 
+        from . import auto_choice
         from .auto_eval import score_file
 
         c = choice.candidate
@@ -416,7 +333,8 @@ class _Search:
                            f"scored again ({self.ref.metric_name} {c.metric:.4f} -> {score.metric:.4f})")
             for k, v in score.as_dict().items():
                 setattr(c, k, v)
-            self.describe(choice, sum(x.runtime == c.runtime and x.status == "scored" for x in self.candidates))
+            n_scored = sum(x.runtime == c.runtime and x.status == "scored" for x in self.candidates)
+            auto_choice.describe(self, choice, n_scored)
 
 
 class _Unbuildable(Exception):
@@ -433,10 +351,6 @@ def _plain(obj):
     return obj
 
 
-def _kib(n) -> str:
-    return "-" if n is None else f"{n / 1024:.1f} KiB"
-
-
 # ------------------------------------------------------------------------------------------------------ entry
 
 def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None = None,
@@ -448,7 +362,7 @@ def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None =
     """
     from models.artifacts import write_json
 
-    from . import auto_report
+    from . import auto_choice, auto_report
 
     if subject.metric is None:
         raise UserError(f"{subject.name} has no labelled data, so an accuracy budget cannot be checked: pass --data "
@@ -461,7 +375,7 @@ def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None =
             f"drop{' (95% upper bound)' if spec.strict else ''} is at most {search.budget:.4g}; fine-tuning: "
             f"{search.plan.describe()}")
     search.search()
-    choices = search.choose()
+    choices = auto_choice.choose(search)
     for choice in choices.values():
         search.write_best(choice)
     if search.stopped_early:

@@ -223,16 +223,21 @@ def test_full_sweep_never_reuses_a_metric(tmp_path):
 
 def test_a_file_is_not_scored_again_on_the_runtime_its_export_validation_used(tmp_path):
     trained, splits, calls = _fake_trained()
+    import hashlib
+
     path = tmp_path / "m.tflite"
-    record = {"metric_name": "accuracy", "metric_export": 0.25, "metric_n_samples": 100, "runtime": "litert"}
+    path.write_bytes(b"model")
+    record = {"metric_name": "accuracy", "metric_export": 0.25, "metric_n_samples": 100, "runtime": "litert",
+              "file_sha256": hashlib.sha256(b"model").hexdigest()}
     (tmp_path / "m.tflite.json").write_text(json.dumps({"validation": record}))
     sweep = Sweep(_tiny_cfg(tmp_path), Store(tmp_path / "r.db"))
     metric, source = sweep._score(trained, _FakeRuntime("litert"), path, splits)
     assert metric == 0.25 and calls == [] and "export's own validation" in source and "100 samples" in source
-    for other in ({"runtime": "onnxruntime-cpu"}, {"metric_name": "f1"}, {"metric_n_samples": 50}):
+    for other in ({"runtime": "onnxruntime-cpu"}, {"metric_name": "f1"}, {"metric_n_samples": 50},
+                  {"file_sha256": hashlib.sha256(b"another model").hexdigest()}):
         (tmp_path / "m.tflite.json").write_text(json.dumps({"validation": {**record, **other}}))
         assert sweep._score(trained, _FakeRuntime("litert"), path, splits)[1] is None  # scored here
-    assert calls == [100, 100, 100]
+    assert calls == [100] * 4
 
 
 def test_report_marks_a_reused_metric(tmp_path):

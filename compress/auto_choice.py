@@ -1,0 +1,94 @@
+"""``compress auto``'s choice among the scored candidates: verdicts, the Pareto front, the chosen file per runtime
+and the line that says what was chosen (the search itself is compress.auto)."""
+from __future__ import annotations
+
+from .auto_spec import TIE, Candidate, RuntimeChoice
+
+
+def _kib(n) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KiB"
+
+
+def choose(search) -> dict:
+    """Per runtime: each candidate's verdict, the Pareto flags, and the chosen candidate (fastest or smallest
+    within the budget; else the one that loses least)."""
+    from benchmarks.plots import pareto
+
+    choices = {}
+    order = (lambda c: (c.size, c.p50_ms)) if search.spec.target == "size" else (lambda c: (c.p50_ms, c.size))
+    pick = smallest if search.spec.target == "size" else fastest
+    bound_name = "the drop's 95% upper bound" if search.spec.strict else "the drop"
+    for rt in search.formats:
+        mine = [c for c in search.candidates if c.runtime == rt]
+        scored = [c for c in mine if c.status == "scored"]
+        for c in mine:
+            if c.status != "scored":
+                c.verdict = f"{c.status}: {c.reason}"
+                continue
+            c.within_budget = search.passes(c)
+            if c.within_budget:
+                c.verdict = f"within budget ({bound_name} {bound(search, c):+.4f} <= {search.budget:.4g})"
+            elif search.spec.strict and c.ci_high is None:
+                c.verdict = f"refused by --strict: no interval ({c.ci_note})"
+            else:
+                c.verdict = f"over budget: {bound_name} {bound(search, c):+.4f} > {search.budget:.4g}"
+        points = [{"metric": c.metric, "p50_ms": c.p50_ms, "size": c.size} for c in scored]
+        for i in pareto(points, search.ref.higher_is_better):
+            scored[i].pareto = True
+        ok = [c for c in scored if c.within_budget]
+        if ok:
+            best = pick(ok)
+            reachable = True
+            message = ""
+            best.verdict = f"chosen: the {'smallest' if search.spec.target == 'size' else 'fastest'} within budget"
+        elif scored:
+            best = min(scored, key=lambda c: (c.drop if not search.spec.strict or c.ci_high is None
+                                              else c.ci_high,) + order(c))
+            reachable = False
+            message = ""
+            best.verdict = f"chosen although {best.verdict}: the smallest drop of all candidates"
+        else:
+            best, reachable = None, False
+            message = f"{rt}: no candidate could be built and scored, nothing to write (" + "; ".join(
+                f"{c.label}: {c.reason}" for c in mine[:3]) + ")"
+        if best is not None:
+            best.chosen = True
+        choices[rt] = RuntimeChoice(rt, best, search.fp32.get(rt), reachable, message)
+        if best is not None:
+            describe(search, choices[rt], len(scored))
+    return choices
+
+def describe(search, choice: RuntimeChoice, n_scored: int) -> None:
+    """The runtime's one line: what was chosen, its size/latency vs fp32 and its drop; or that the budget
+    was unreachable (and what was written instead)."""
+    best, rt = choice.candidate, choice.runtime
+    bound_name = "the drop's 95% upper bound" if search.spec.strict else "the drop"
+    if choice.reachable:
+        ratio = ratio_text(best, choice.fp32)
+        choice.message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
+                          f"{search.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
+                          f"{search.budget:.4g}")
+    else:
+        choice.message = (f"{rt}: the budget of {search.budget:.4g} ({bound_name}) is unreachable: no candidate "
+                          f"of {n_scored} keeps it; wrote the one that loses least, {best.label}, drop "
+                          f"{best.drop_text()}")
+
+def fastest(cands: list[Candidate]) -> Candidate:
+    """The fastest, where latencies within the timing's noise (the median's 95% CI, at least TIE) count as
+    a tie that the smaller file wins (then the smaller drop)."""
+    top = min(cands, key=lambda c: c.p50_ms)
+    tol = max(TIE, top.p50_ci or 0.0)
+    tied = [c for c in cands if c.p50_ms <= top.p50_ms * (1 + tol)]
+    return min(tied, key=lambda c: (c.size, c.drop, c.p50_ms))
+
+def smallest(cands: list[Candidate]) -> Candidate:
+    return min(cands, key=lambda c: (c.size, c.p50_ms, c.drop))
+
+def bound(search, c: Candidate) -> float:
+    """What the budget is judged on: the drop, or with --strict its 95% upper bound."""
+    return c.ci_high if search.spec.strict else c.drop
+
+def ratio_text(c: Candidate, fp32: Candidate | None) -> str:
+    if fp32 is None or fp32.status != "scored" or c is fp32:
+        return ""
+    return f" ({fp32.size / c.size:.2f}x smaller, {fp32.p50_ms / c.p50_ms:.2f}x faster than fp32)"
