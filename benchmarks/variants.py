@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.artifacts import atomic_path
+from models.artifacts import atomic_path, write_json
 from models.loading import Subject
 
 
@@ -71,9 +71,31 @@ def _pruned(subject: Subject, work: Path) -> Path:
                             sparsity=PRUNE_SPARSITY)
     if not outcome.ran:
         raise VariantUnavailable(outcome.reason())
-    with atomic_path(path) as tmp:
+    said = {"fine-tuning": outcome.details.get("fine_tuning"), "kept dense": outcome.details.get("kept_dense"),
+            "achieved": f"{outcome.details['achieved_sparsity']:.1%}"}
+    recipe = "; ".join(f"{k}: {v}" for k, v in said.items() if v)
+    write_json(_recipe_path(path), {"step": f"prune({PRUNE_SPARSITY}; {recipe})", "details": outcome.details})
+    with atomic_path(path) as tmp:  # the model last: its presence is what makes it cached
         pruned.save(tmp)
     return path
+
+
+def _recipe_path(pruned: Path) -> Path:
+    return Path(str(pruned) + ".json")
+
+
+def recorded_chain(variant: Variant, source: Path) -> list[str]:
+    """``variant``'s steps before its export, with the pruning recipe the pruned model was actually made with."""
+    steps = variant.chain()[:-1] if variant.format != "keras" else variant.chain()
+    if variant.source != "pruned":
+        return steps
+    import json
+
+    try:
+        step = json.loads(_recipe_path(source).read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return steps
+    return [step if s.startswith("prune(") else s for s in steps]
 
 
 _SOURCES: dict[tuple, object] = {}
@@ -105,9 +127,13 @@ def build(variant: Variant, subject: Subject, work: Path) -> Path:
     from compress.ptq import QuantRecipe
     from export.exporter import export
 
+    from export.onnx import int8_flavour
+
     subject = dataclasses.replace(subject, model=_source_model(source, subject.custom_objects), path=source)
     try:
-        result = export(subject, QuantRecipe(variant.format, variant.mode), path, chain=variant.chain()[:-1])
+        # the ONNX int8 flavour measured fastest on this host is resolved first, so the file's chain names it
+        recipe, _ = int8_flavour(subject, QuantRecipe(variant.format, variant.mode))
+        result = export(subject, recipe, path, chain=recorded_chain(variant, source))
     except Exception as e:  # a converter that cannot handle an op: recorded with its reason, sweep goes on
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VariantUnavailable(f"{variant.format} conversion failed: {first[:300]}") from None

@@ -92,3 +92,20 @@ def test_source_metric_does_not_leak_to_another_model(counted):
     assert counted["score"] == 2 and before != after
     subject.model.set_weights([w * 0.0 for w in subject.model.get_weights()])  # same object, changed in place
     assert exporter.source_metric(subject) != before and counted["score"] == 3
+
+
+def test_sweep_variant_files_record_the_recipe_they_were_made_with(tmp_path):
+    """The file's chain names the pruning recipe (fine-tuning schedule) and the ONNX int8 flavour picked."""
+    from benchmarks import variants
+    from compress.int8_choice import CHOICES
+
+    subject = subject_of("mlp")
+    pruned = variants.build(variants.by_name("pruned-tflite-int8"), subject, tmp_path)
+    chain = json.loads(pruned.with_name(pruned.name + ".json").read_text())["chain"]
+    assert chain[0] == "train" and chain[-1] == "tflite(int8)", chain
+    assert chain[1].startswith("prune(0.5; fine-tuning: ") and "sparsity schedule ends at step" in chain[1], chain
+    assert "achieved: " in chain[1]
+    onnx_int8 = variants.build(variants.by_name("onnx-int8"), subject, tmp_path)
+    chain = json.loads(onnx_int8.with_name(onnx_int8.name + ".json").read_text())["chain"]
+    flavour = chain[-1].removeprefix("onnx(int8, ").removesuffix(")")
+    assert chain[-1].startswith("onnx(int8, ") and flavour in CHOICES, chain
