@@ -249,6 +249,16 @@ class Sweep:
         finally:
             self.executor.close()
 
+    @staticmethod
+    def _probe_all(built: dict[str, Built]) -> None:
+        """Load every exported file of the model once in ONE child process (export.probe, which remembers each
+        file's result by its bytes) rather than one child per file."""
+        from export.probe import probe
+
+        paths = [b.path for b in built.values() if b.path is not None and b.path.suffix in (".onnx", ".tflite")]
+        if paths:
+            probe(paths)
+
     def _release(self) -> None:
         """Done with a model: free its data, cached outputs and TensorFlow state before the next one."""
         from models.backend import keras
@@ -280,6 +290,7 @@ class Sweep:
                 pending.append((variant, runtime, todo))
             with self.phases.timing(model_name, "build"):
                 built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
+            self._probe_all(built)
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
                 inputs = Path(tmp) / "inputs.npz"
                 jobs, waiting = [], {}
@@ -384,7 +395,7 @@ class Sweep:
         if variant.format in ("onnx", "tflite"):  # a file that crashes the runtime must not take the sweep down
             from export.probe import probe
 
-            probed = probe([path])[0]
+            probed = probe([path])[0]  # found in probe's memo: the model's files were probed together
             if not probed.ok:
                 return all_rows(status="failed", reason=f"{runtime.name}: {probed.error}", size=raw, size_gzip=gz)
         try:
