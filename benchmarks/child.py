@@ -93,7 +93,16 @@ def serve(lines, write) -> None:
             out = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"}
         out["wall_s"] = time.perf_counter() - t0
         write("CT-RESULT " + json.dumps(out) + "\n")
-        gc.collect()
+        _forget()
+
+
+def _forget() -> None:
+    """Between measurements: drop the last model (a long-lived TensorFlow worker otherwise grows with each)."""
+    if "tensorflow" in sys.modules:
+        from models.backend import keras
+
+        keras.backend.clear_session()
+    gc.collect()
 
 
 def main() -> int:

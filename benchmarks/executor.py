@@ -26,8 +26,16 @@ def child_command() -> list[str]:
     return [sys.executable, "-m", "benchmarks.child"]
 
 
+def worker_group(runtime: str) -> str:
+    """Runtimes of one artifact format share a worker (keras and keras-predict; LiteRT with and without XNNPACK):
+    each TensorFlow worker holds ~0.7 GB, and only one measurement runs at a time anyway."""
+    from .runtimes import by_name
+
+    return by_name(runtime).format
+
+
 class Workers:
-    """One measurement worker process per (runtime, threads), restarted after a crash or a hang."""
+    """One measurement worker process per (runtime format, threads), restarted after a crash or a hang."""
 
     def __init__(self, timeout: float = CHILD_TIMEOUT_S):
         self.timeout = timeout
@@ -43,7 +51,7 @@ class Workers:
 
     def request(self, request: dict) -> dict:
         """Send one request; a crash, a hang or garbage output becomes {"error": reason}."""
-        key = (request["runtime"], request["threads"])
+        key = (worker_group(request["runtime"]), request["threads"])
         proc = self._worker(key)
         answer: list[str] = []
 

@@ -359,3 +359,10 @@ def test_report_files_have_tables_and_plots(tmp_path):
 
     # tflite-fp32 is slower, larger and worse than tflite-int8: dominated
     assert pareto(rows, True) == {0, 1}
+
+
+def test_runtimes_of_one_format_share_a_worker_process():
+    from benchmarks.executor import worker_group
+
+    assert worker_group("keras") == worker_group("keras-predict") == worker_group("tf-gpu")
+    assert worker_group("litert") == worker_group("litert-noxnnpack") != worker_group("onnxruntime-cpu")
