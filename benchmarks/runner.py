@@ -18,9 +18,10 @@ class Method:
     warmup_runs: int = 10
     min_s: float = 0.5
     min_runs: int = 20
-    max_s: float = 20.0  # stop a very slow model even if min_runs is not reached
+    max_s: float = 10.0  # stop a very slow model even if min_runs is not reached (after >= 3 samples)
     ci: float | None = 0.02  # stop before min_s once the median's 95% CI half-width is within this fraction of it
     ci_min_s: float = 0.25  # ... but not before this: a short window would miss drift the CI cannot see
+    ci_min_runs: int = 10  # ... nor before this many samples (below min_runs: slow, steady calls stop sooner)
     # warm-up ends before warmup_s once two successive windows (>= warmup_runs calls and WARMUP_WINDOW_S each)
     # have medians within this fraction of each other, but not before warmup_min_s
     warmup_settle: float | None = 0.05
@@ -95,11 +96,13 @@ def _timed(call, group: int, clock) -> float:
 
 
 WARMUP_WINDOW_S = 0.025
+SLOW_WARMUP_RUNS = 2
 
 
 def _warm_up(call, method: Method, clock) -> tuple[int, float]:
-    """Call until warm: at least ``warmup_runs`` calls, then until ``warmup_s`` or, sooner, until the per-call
-    time has settled (successive windows agree within ``warmup_settle``). Returns calls made and seconds spent."""
+    """Call until warm: for ``warmup_s`` (at least SLOW_WARMUP_RUNS calls: a 1 s call is not run ten times to
+    warm up) or, sooner, once the per-call time has settled (successive windows of ``warmup_runs`` calls agree
+    within ``warmup_settle``). Returns calls made and seconds spent."""
     start, n, window, previous = clock(), 0, [], None
     while True:
         t = clock()
@@ -108,7 +111,7 @@ def _warm_up(call, method: Method, clock) -> tuple[int, float]:
         n += 1
         window.append(now - t)
         elapsed = now - start
-        if n >= method.warmup_runs and (elapsed >= method.warmup_s or elapsed > method.max_s):
+        if n >= min(method.warmup_runs, SLOW_WARMUP_RUNS) and elapsed >= min(method.warmup_s, method.max_s):
             return n, elapsed
         if (method.warmup_settle is None or n < method.warmup_runs or len(window) < method.warmup_runs
                 or sum(window) < WARMUP_WINDOW_S):
@@ -137,7 +140,7 @@ def measure(call, method: Method = Method(), clock=time.perf_counter) -> Latency
         samples.append(_timed(call, group, clock) * 1e3 / group)
         if clock() - start > method.max_s and len(samples) >= 3:
             break
-        if (method.ci is not None and len(samples) >= method.min_runs and len(samples) % CI_CHECK_EVERY == 0
+        if (method.ci is not None and len(samples) >= method.ci_min_runs and len(samples) % CI_CHECK_EVERY == 0
                 and clock() - start >= method.ci_min_s and median_ci(samples) <= method.ci):
             break
     result = stats(samples)

@@ -51,7 +51,8 @@ def test_timed_loop_stops_early_once_the_median_is_known_within_ci():
     method = Method(warmup_s=0, warmup_runs=1, min_s=1.0, min_runs=20, max_s=10, ci=0.02, ci_min_s=0.0)
     clock = FakeClock([0.002])
     steady = measure(clock.call, method, clock=clock)
-    assert steady.runs == 20 and steady.p50_ci == pytest.approx(0.0, abs=1e-9)  # not min_s / 2 ms = 500 runs
+    # a steady call stops at ci_min_runs (10): not min_runs (20), nor min_s / 2 ms = 500 runs
+    assert steady.runs == 10 and steady.p50_ci == pytest.approx(0.0, abs=1e-9)
     clock = FakeClock([0.001, 0.003, 0.002, 0.0015, 0.0025])  # ±50 % around a 2 ms median
     noisy = measure(clock.call, method, clock=clock)
     # the CI's ranks n/2 ± 0.98·√n first fall inside the 2 ms fifth of the samples at n = 120 (checked every 10)
@@ -81,13 +82,21 @@ def test_warm_up_ends_once_the_call_time_has_settled():
     assert 0.1 + 0.05 <= clock.now < 0.3
 
 
+def test_slow_calls_warm_up_for_the_warm_up_time_not_ten_calls():
+    clock = FakeClock([1.0])  # 1 s per call
+    method = Method(warmup_s=0.5, warmup_runs=10, min_s=0.5, min_runs=20, max_s=10, ci=0.02, ci_min_s=0.25)
+    s = measure(clock.call, method, clock=clock)
+    assert s.runs == 10  # steady: the median is known at ci_min_runs
+    assert clock.now == pytest.approx(1 + 2 + 10)  # first call, 2 warm-up calls, 10 timed
+
+
 def test_calls_shorter_than_the_clock_can_resolve_are_timed_in_groups():
     from benchmarks.runner import harness_overhead
 
     clock = FakeClock([1e-6])  # 1 µs calls: a sample is the mean of 50 back-to-back calls
     s = measure(clock.call, Method(warmup_s=0, warmup_runs=10, min_s=0, min_runs=30, max_s=10), clock=clock)
     assert s.calls_per_sample == 50 and s.runs == 30 and s.p50 == pytest.approx(0.001)
-    assert clock.now == pytest.approx(1e-6 * (1 + 10 + 50 * 30))  # first call, warm-up, 30 groups of 50
+    assert clock.now == pytest.approx(1e-6 * (1 + 2 + 50 * 30))  # first call, warm-up (2 calls), 30 groups of 50
     assert harness_overhead(clock.call, rounds=3, block=100, group=50, clock=clock) == pytest.approx(0.0)
 
     clock = FakeClock([0.001])  # 1 ms calls: one call per sample
