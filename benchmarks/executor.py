@@ -20,6 +20,7 @@ from models.errors import UserError
 from .tasks import Job
 
 CHILD_TIMEOUT_S = 600
+WORKER_RSS_LIMIT_MB = 1200  # a worker holding more than this after a measurement is replaced (the sweep's peak)
 
 
 def child_command() -> list[str]:
@@ -70,7 +71,10 @@ class Workers:
         reader.start()
         reader.join(self.timeout)
         if answer:
-            return json.loads(answer[0][len("CT-RESULT "):])
+            result = json.loads(answer[0][len("CT-RESULT "):])
+            if (result.get("rss_after_mb") or 0) > WORKER_RSS_LIMIT_MB:  # still holding a big model's memory
+                self._kill(key)  # a fresh worker takes the next measurement
+            return result
         if reader.is_alive():
             self._kill(key)
             return {"error": f"timed out after {self.timeout:.0f} s"}

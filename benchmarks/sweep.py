@@ -269,6 +269,9 @@ class Sweep:
         forget_splits()
         keras.backend.clear_session()
         gc.collect()
+        from .child import release_free_memory
+
+        release_free_memory()
 
     def _store(self, rows: list[dict]) -> None:
         """Only the driver writes the store: one transaction per row."""

@@ -375,3 +375,21 @@ def test_runtimes_of_one_format_share_a_worker_process():
 
     assert worker_group("keras") == worker_group("keras-predict") == worker_group("tf-gpu")
     assert worker_group("litert") == worker_group("litert-noxnnpack") != worker_group("onnxruntime-cpu")
+
+
+@pytest.mark.parametrize("rss_after_mb, replaced", [(50, False), (5000, True)])
+def test_a_worker_left_holding_too_much_memory_is_replaced(monkeypatch, tmp_path, rss_after_mb, replaced):
+    from benchmarks import executor
+
+    child = tmp_path / "child.py"
+    child.write_text("import json, os, sys\n"
+                     "for line in sys.stdin:\n"
+                     f"    print('CT-RESULT ' + json.dumps({{'pid': os.getpid(), 'rss_after_mb': {rss_after_mb}}}),"
+                     " flush=True)\n")
+    monkeypatch.setattr(executor, "child_command", lambda: [sys.executable, str(child)])
+    workers = executor.Workers(timeout=30)
+    try:
+        pids = [workers.request({"runtime": "litert", "threads": 1})["pid"] for _ in range(2)]
+    finally:
+        workers.close()
+    assert (pids[0] != pids[1]) == replaced
