@@ -135,10 +135,10 @@ def main(argv=None) -> int:
         result = run_one(model, out, args.max_drop, args.tiny, args.time_budget)
         if result is not None:
             lines += lines_of(result)
-    if args.sweep:
-        compare_with_sweep(lines, Path(args.sweep), args.max_drop)
-    text = table(lines)
-    atomic_write(out / "auto-zoo.md", text)
+        if args.sweep:
+            compare_with_sweep(lines, Path(args.sweep), args.max_drop)
+        text = table(lines)
+        atomic_write(out / "auto-zoo.md", text)  # after each model: an interrupted run still leaves its table
     print(text)
     return 0
 
