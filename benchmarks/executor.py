@@ -21,6 +21,7 @@ from .tasks import Job
 
 CHILD_TIMEOUT_S = 600
 WORKER_RSS_LIMIT_MB = 1200  # a worker holding more than this after a measurement is replaced (the sweep's peak)
+IDLE_WORKER_LIMIT_MB = 800  # ... and more than this when a model's build starts (a TensorFlow worker idles at ~0.7 GB)
 
 
 def child_command() -> list[str]:
@@ -93,6 +94,20 @@ class Workers:
             proc.kill()
             proc.wait()
 
+    def retire_above(self, limit_mb: float) -> list[tuple]:
+        """Stop the idle workers whose resident memory is above ``limit_mb`` (fresh ones start on demand)."""
+        retired = []
+        for key, proc in list(self._procs.items()):
+            try:
+                rss = next(int(line.split()[1]) / 1024 for line in open(f"/proc/{proc.pid}/status")
+                           if line.startswith("VmRSS:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if rss > limit_mb:
+                self._kill(key)
+                retired.append(key)
+        return retired
+
     def kill_all(self) -> None:
         """Interrupted: stop every worker now rather than let it finish its measurement."""
         for key in list(self._procs):
@@ -117,6 +132,9 @@ class Executor(Protocol):
     def kill_all(self) -> None:
         """Interrupted: stop every measurement now."""
 
+    def before_build(self) -> None:
+        """A model's variants are about to be built here: release what idle workers hold."""
+
     def close(self) -> None:
         """Done: let the workers exit."""
 
@@ -133,6 +151,10 @@ class LocalExecutor:
 
     def kill_all(self) -> None:
         self.workers.kill_all()
+
+    def before_build(self) -> None:
+        """Builds are the sweep's memory peak: idle workers left holding a big model's memory make way."""
+        self.workers.retire_above(IDLE_WORKER_LIMIT_MB)
 
     def close(self) -> None:
         self.workers.close()

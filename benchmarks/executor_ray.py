@@ -162,6 +162,9 @@ class RayExecutor:
         return self.actors[node].measure.remote(request, artifact, task.artifact, task.artifact_name,
                                                 task.artifact_is_dir, inputs, task.inputs)
 
+    def before_build(self) -> None:
+        """Builds run on the driver's machine; the measuring actors are elsewhere or share nothing with them."""
+
     def kill_all(self) -> None:
         for actor in self.actors.values():
             self.ray.kill(actor)

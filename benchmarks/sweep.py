@@ -292,6 +292,7 @@ class Sweep:
                         if self.cfg.fresh or not self.store.has(self._key(trained, variant, runtime, b, t))]
                 pending.append((variant, runtime, todo))
             with self.phases.timing(model_name, "build"):
+                self.executor.before_build()
                 built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
             self._probe_all(built)
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:

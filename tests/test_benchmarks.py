@@ -393,3 +393,20 @@ def test_a_worker_left_holding_too_much_memory_is_replaced(monkeypatch, tmp_path
     finally:
         workers.close()
     assert (pids[0] != pids[1]) == replaced
+
+
+def test_idle_workers_holding_much_memory_make_way_for_a_build(monkeypatch, tmp_path):
+    from benchmarks import executor
+
+    child = tmp_path / "child.py"  # a worker that keeps 200 MB after answering
+    child.write_text("import json, sys\nheld = bytearray(200 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\n"
+                     "for line in sys.stdin:\n    print('CT-RESULT {}', flush=True)\n")
+    monkeypatch.setattr(executor, "child_command", lambda: [sys.executable, str(child)])
+    workers = executor.Workers(timeout=30)
+    try:
+        workers.request({"runtime": "litert", "threads": 1})
+        assert workers.retire_above(1000) == []
+        assert workers.retire_above(150) == [("tflite", 1)]
+        assert workers.retire_above(150) == []  # gone; the next request starts a fresh one
+    finally:
+        workers.close()
