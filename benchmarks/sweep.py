@@ -6,7 +6,6 @@ threads), so a runtime that leaks or crashes is one failed row. Only the driver 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import gc
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.validate import validated_metric
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
 from models.errors import UserError
@@ -27,6 +27,7 @@ from models.spec import n_samples
 from . import host, runtimes, variants
 from .build import Built, build_all
 from .executor import Executor, LocalExecutor
+from .phases import Phases
 from .runner import Method, batch_of
 from .store import Store
 from .tasks import Job, MeasureTask, content_hash
@@ -149,27 +150,6 @@ def provider_of(runtime) -> str | None:
 SELFCHECK_RUNTIMES = ("onnxruntime-cpu", "litert")
 
 
-def validated_metric(path: Path, runtime: str, metric_name: str, test_x) -> float | None:
-    """The task metric the export's validation computed for this very file on ``runtime`` over the whole test
-    split (its sidecar's ``validation``), or None: a file built once is not scored twice on the same runtime."""
-    import json
-
-    sidecar = Path(str(path) + ".json")
-    try:
-        record = json.loads(sidecar.read_text()).get("validation") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    if (record.get("runtime") != runtime or record.get("metric_name") != metric_name
-            or record.get("metric_export") is None
-            or record.get("metric_n_samples") != n_samples(test_x)):
-        return None
-    from models.artifacts import sha256_file
-
-    if record.get("file_sha256") != sha256_file(path):  # the metric belongs to this very file
-        return None
-    return float(record["metric_export"])
-
-
 @dataclass(frozen=True)
 class JobContext:
     """What the driver needs to turn a job's answer into rows (never part of the task's hash)."""
@@ -181,28 +161,6 @@ class JobContext:
     metric_from: str | None
     size: int
     size_gzip: int
-
-
-@dataclass
-class Phases:
-    """Wall seconds per model in each phase of the sweep: train (or load the cached file), build the variants,
-    measure (the task metric on the test split, then the timed runs; ``score`` is the metric's share of it)."""
-
-    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    NAMES = ("train", "build", "measure", "score")
-
-    @contextlib.contextmanager
-    def timing(self, model: str, phase: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            per_model = self.seconds.setdefault(model, dict.fromkeys(self.NAMES, 0.0))
-            per_model[phase] += time.perf_counter() - start
-
-    def total(self) -> dict[str, float]:
-        return {p: sum(m[p] for m in self.seconds.values()) for p in self.NAMES}
 
 
 class Sweep:

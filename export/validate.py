@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -119,3 +120,25 @@ def runtime_name(exported) -> str | None:
     if session is not None:
         return ONNX_RUNTIMES.get(session.get_providers()[0])
     return "litert" if getattr(exported, "interpreter", None) is not None else None
+
+
+def validated_metric(path: Path, runtime: str, metric_name: str, test_x) -> float | None:
+    """The task metric the export's validation computed for this very file on ``runtime`` over the whole test
+    split (its sidecar's ``validation``), or None: a file built once is not scored twice on the same runtime."""
+    import json
+
+    from models.artifacts import sha256_file
+    from models.spec import n_samples
+
+    sidecar = Path(str(path) + ".json")
+    try:
+        record = json.loads(sidecar.read_text()).get("validation") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if (record.get("runtime") != runtime or record.get("metric_name") != metric_name
+            or record.get("metric_export") is None
+            or record.get("metric_n_samples") != n_samples(test_x)):
+        return None
+    if record.get("file_sha256") != sha256_file(path):  # the metric belongs to this very file
+        return None
+    return float(record["metric_export"])
