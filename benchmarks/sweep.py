@@ -252,8 +252,8 @@ class Sweep:
             with self.phases.timing(model_name, "build"):
                 self.executor.before_build()
                 built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
-            self._probe_all(built)
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
+                self._probe_all(built)
                 inputs = Path(tmp) / "inputs.npz"
                 jobs, waiting = [], {}
                 for item, (variant, runtime, todo) in enumerate(pending):
