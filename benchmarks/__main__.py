@@ -87,9 +87,12 @@ def phase_line(phases, out: Path) -> str:
     from models.artifacts import write_json
 
     total = phases.total()
-    write_json(out / "phases.json", {"total_s": total, "per_model_s": phases.seconds})
+    write_json(out / "phases.json", {"total_s": total, "per_model_s": phases.seconds,
+                                     "build_per_variant_s": phases.variants})
+    slowest = ", ".join(f"{m}/{v} {s:.0f} s" for m, v, s in phases.slowest_builds(3))
     return (f"time: train {total['train']:.0f} s, build {total['build']:.0f} s, measure {total['measure']:.0f} s "
-            f"(of which task metric {total['score']:.0f} s) — per model in {out / 'phases.json'}")
+            f"(of which task metric {total['score']:.0f} s) — per model in {out / 'phases.json'}"
+            + (f"; slowest builds: {slowest}" if slowest else ""))
 
 
 def _report(args):

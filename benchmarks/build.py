@@ -6,7 +6,7 @@ exit, and a converter that crashes is one failed variant with the signal in its 
 
 Protocol: the parent writes one JSON request on the child's stdin; the child answers on a private channel
 (its original stdout; the converters' own prints go to stderr) with ``CT-BUILDING name`` before each
-variant and ``CT-BUILT {"variant", "path" | "error", "fatal"}`` after it.
+variant and ``CT-BUILT {"variant", "path" | "error", "fatal", "seconds"}`` after it.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class Built:
     path: Path | None = None
     error: str | None = None
     fatal: bool = False
+    seconds: float = 0.0  # wall time the child spent on this variant (where a sweep's build time goes)
 
 
 def child_command() -> list[str]:
@@ -86,7 +88,8 @@ def _run_child(request, results, on_step, timeout) -> tuple[str | None, int | No
                 elif line.startswith(BUILT):
                     answer = json.loads(line[len(BUILT):])
                     results[answer["variant"]] = Built(Path(answer["path"]) if answer.get("path") else None,
-                                                       answer.get("error"), bool(answer.get("fatal")))
+                                                       answer.get("error"), bool(answer.get("fatal")),
+                                                       float(answer.get("seconds", 0.0)))
             code = proc.wait()
         except BaseException:
             proc.kill()
@@ -131,7 +134,7 @@ def main() -> int:
     work = cache_dir(request.get("cache")) / "variants" / request["key"]
     for name in request["variants"]:
         channel.write(BUILDING + name + "\n")
-        answer = {"variant": name}
+        answer, start = {"variant": name}, time.perf_counter()
         try:
             answer["path"] = str(variants.build(variants.by_name(name), trained, work))
         except variants.VariantUnavailable as e:
@@ -141,6 +144,7 @@ def main() -> int:
         except Exception as e:  # a step of the chain that breaks (e.g. pruning): one failed variant
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             answer["error"] = f"building {name}: {type(e).__name__}: {first[:300]}"
+        answer["seconds"] = round(time.perf_counter() - start, 2)
         channel.write(BUILT + json.dumps(answer) + "\n")
         if answer.get("fatal"):
             return 1

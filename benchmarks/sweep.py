@@ -289,7 +289,10 @@ class Sweep:
             else:
                 missing.append(variant.name)
         if missing:
-            result.update(build_all(build_request(trained, self.cfg, missing), on_step=self.on_step))
+            made = build_all(build_request(trained, self.cfg, missing), on_step=self.on_step)
+            for name, built in made.items():
+                self.phases.built(trained.subject.name, name, built.seconds)
+            result.update(made)
         for built in result.values():
             if built.fatal:  # e.g. the cache cannot be written (disk full): stop the sweep with that line
                 raise UserError(built.error)

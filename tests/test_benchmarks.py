@@ -282,6 +282,7 @@ def test_run_says_which_onnxruntime_build_and_providers_it_found(cli, tmp_path):
     assert "time: train " in res.stdout and "build " in res.stdout and "measure " in res.stdout, res.stdout
     phases = json.loads((tmp_path / "phases.json").read_text())
     assert set(phases["per_model_s"]["mlp"]) == {"train", "build", "measure", "score"}
+    assert phases["build_per_variant_s"] == {}  # no runtime could run it: nothing was built
     # the measured broken install: onnxruntime-gpu's files over onnxruntime's, one module for both
     both = describe_build({"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}, ["CPUExecutionProvider"])
     assert both.startswith("ONNX Runtime: onnxruntime 1.32.0, onnxruntime-gpu 1.31.1 are installed over one")

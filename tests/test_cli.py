@@ -112,6 +112,13 @@ def test_benchmarks_cli_end_to_end(run_cli, tmp_path):
     for variant in ("fp32", "tflite-int8", "onnx-fp32"):
         assert f"| {variant} |" in report
     assert "p50 ms" in report and "| ok |" in report
+    import json
+
+    phases = json.loads((tmp_path / "phases.json").read_text())  # each variant built with its own time
+    built = phases["build_per_variant_s"]["mlp"]
+    assert set(built) == {"tflite-int8", "onnx-fp32"} and all(s > 0 for s in built.values()), built
+    assert sum(built.values()) <= phases["per_model_s"]["mlp"]["build"]
+    assert "slowest builds: mlp/" in res.stdout, res.stdout
     res = run_cli("benchmarks", "report", "--out", tmp_path)
     assert res.returncode == 0, res.stderr
 
