@@ -25,7 +25,7 @@ from models.errors import UserError
 from models.spec import n_samples
 
 from . import host, runtimes, variants
-from .build import Built, build_all
+from .build import Built, Builder
 from .executor import Executor, LocalExecutor
 from .phases import Phases
 from .runner import Method, batch_of
@@ -172,6 +172,7 @@ class Sweep:
         self._trained = {}
         self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
         self.executor = executor or LocalExecutor()
+        self.builder = Builder()  # one build child for the models in turn (benchmarks.build)
         self.stored = 0  # rows this run has stored
 
     def plan(self) -> list[tuple]:
@@ -205,6 +206,7 @@ class Sweep:
             self.executor.kill_all()
             raise
         finally:
+            self.builder.close()
             self.executor.close()
 
     @staticmethod
@@ -289,7 +291,7 @@ class Sweep:
             else:
                 missing.append(variant.name)
         if missing:
-            made = build_all(build_request(trained, self.cfg, missing), on_step=self.on_step)
+            made = self.builder.build(build_request(trained, self.cfg, missing), on_step=self.on_step)
             for name, built in made.items():
                 self.phases.built(trained.subject.name, name, built.seconds)
             result.update(made)

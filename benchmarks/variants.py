@@ -113,6 +113,10 @@ def _source_model(path: Path, custom_objects=None):
     return _SOURCES[key]
 
 
+def forget_sources() -> None:
+    _SOURCES.clear()
+
+
 def build(variant: Variant, subject: Subject, work: Path) -> Path:
     """The artifact for ``variant`` of ``subject`` (cached under ``work``); raises VariantUnavailable with the reason."""
     work.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,15 @@ def weights_digest(model) -> int:
     return crc
 
 
+_MEMOS: "weakref.WeakSet[ModelMemo]" = weakref.WeakSet()
+
+
+def forget_all() -> None:
+    """Drop every memo's values (a long-lived builder moving to its next model)."""
+    for memo in list(_MEMOS):
+        memo.clear()
+
+
 class ModelMemo:
     """Values computed from one model; ``guards`` are objects (data splits, spec) a value is valid for, by identity."""
 
@@ -29,6 +38,7 @@ class ModelMemo:
         self._ref = None
         self._digest = None
         self._values: dict = {}
+        _MEMOS.add(self)
 
     def get(self, model, key, compute, guards: tuple = ()):
         digest = weights_digest(model)

@@ -337,6 +337,53 @@ def test_a_build_that_crashes_or_hangs_costs_one_variant(fake_builder):
     assert got["onnx-int8"].error == "building onnx-int8: timed out after 3 s"
 
 
+_LASTING_BUILDER = """
+import json, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    for i, name in enumerate(request["variants"]):
+        print("CT-BUILDING " + name, flush=True)
+        print("CT-BUILT " + json.dumps({"variant": name, "path": "/built/" + name, "seconds": 0.5}), flush=True)
+        if name == "tflite-int8" and len(request["variants"]) > i + 1:  # "grown too big": the rest elsewhere
+            print("CT-RETIRE", flush=True)
+            raise SystemExit(0)
+    rss = 5000 if request["model"] == "big" else 100
+    print("CT-DONE " + json.dumps({"rss_mb": rss}), flush=True)
+"""
+
+
+def test_one_build_child_serves_model_after_model_and_hands_over_when_too_big(monkeypatch):
+    from pathlib import Path
+
+    from benchmarks import build
+
+    monkeypatch.setattr(build, "child_command", lambda: [sys.executable, "-c", _LASTING_BUILDER])
+    builder = build.Builder(keep_idle_mb=1500)
+    try:
+        for model in ("a", "b"):
+            got = builder.build({"model": model, "variants": ["tflite-fp32", "onnx-fp32"]})
+            assert {v: b.path for v, b in got.items()} == {"tflite-fp32": Path("/built/tflite-fp32"),
+                                                           "onnx-fp32": Path("/built/onnx-fp32")}
+        assert builder.started == 1  # the second model reused the first model's child
+        got = builder.build({"model": "c", "variants": ["tflite-int8", "onnx-int8"]})  # retires after the first
+        assert all(b.path is not None and b.error is None and b.seconds == 0.5 for b in got.values()), got
+        assert builder.started == 2
+        builder.build({"model": "big", "variants": ["onnx-fp32"]})  # keeps 5000 MB: stopped, not kept idle
+        builder.build({"model": "a", "variants": ["onnx-fp32"]})
+        assert builder.started == 3
+    finally:
+        builder.close()
+
+
+def test_a_sweep_builds_every_model_in_one_child(tmp_path):
+    cfg = _tiny_cfg(tmp_path, models=["mlp", "fraud_dnn"], variants=["tflite-fp32"], runtimes=["litert"],
+                    batches=[1], cache=str(tmp_path / "cache"))
+    sweep = Sweep(cfg, Store(tmp_path / "results.db"))
+    sweep.run()
+    assert {r["model"] for r in sweep.store.rows() if r["status"] == "ok"} == {"mlp", "fraud_dnn"}
+    assert sweep.builder.started == 1 and set(sweep.phases.variants) == {"mlp", "fraud_dnn"}
+
+
 def test_a_fatal_build_error_stops_the_sweep_with_its_line(fake_builder, tmp_path):
     from models.errors import UserError
 

@@ -106,7 +106,7 @@ def test_output_directory_not_writable(cli, tmp_path):
 
 def test_benchmarks_cli_end_to_end(run_cli, tmp_path):
     res = run_cli("benchmarks", "run", "--models", "mlp", "--tiny", "--quick", "--out", tmp_path,
-                  "--variants", "fp32", "tflite-int8", "onnx-fp32")
+                  "--variants", "fp32", "tflite-int8", "onnx-fp32", "--cache-dir", tmp_path / "cache")
     assert res.returncode == 0, res.stderr
     report = (tmp_path / "report.md").read_text()
     for variant in ("fp32", "tflite-int8", "onnx-fp32"):
