@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ BUILDING, BUILT, RETIRE, DONE = "CT-BUILDING ", "CT-BUILT ", "CT-RETIRE", "CT-DO
 CHILD_MAX_RSS_MB = 3000
 #: an idle child keeping more than this after a model is stopped (a fresh one starts for the next model)
 KEEP_IDLE_MB = 1500
+#: a model whose source file is bigger builds in one child (two children of resnet50 would need > 8 GB)
+PARALLEL_MAX_SOURCE_MB = 60
 
 
 @dataclass
@@ -56,6 +59,53 @@ def build_all(request: dict, on_step=lambda text: None, timeout: float = BUILD_T
         builder.close()
 
 
+class BuildPool:
+    """Build children side by side where the host has the cores: a model's independent chains (the pruned model
+    and its exports; the fp32 model's exports) build at once. Builds need no quiet machine, only measurements do,
+    and the converters run on one core. A big model builds in one child: two would exceed the memory budget."""
+
+    def __init__(self, size: int | None = None):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.builders = [Builder() for _ in range(size or min(2, cores))]
+
+    @property
+    def started(self) -> int:
+        return sum(b.started for b in self.builders)
+
+    def build(self, request: dict, chains: list[list[str]], on_step=lambda text: None, source_mb: float = 0.0,
+              timeout: float = BUILD_TIMEOUT_S) -> dict[str, Built]:
+        """``request["variants"]`` grouped in ``chains`` that do not depend on each other."""
+        chains = [c for c in chains if c]
+        if len(chains) < 2 or len(self.builders) < 2 or source_mb > PARALLEL_MAX_SOURCE_MB:
+            return self.builders[0].build(request, on_step, timeout)
+        first, rest = chains[0], [v for c in chains[1:] for v in c]
+        side_builder = self.builders[1]
+        side_builder.ensure_started()  # from this thread, not the pool's (see ensure_started)
+        with ThreadPoolExecutor(1) as pool:
+            side = pool.submit(side_builder.build, {**request, "variants": rest}, on_step, timeout)
+            try:
+                made = self.builders[0].build({**request, "variants": first}, on_step, timeout)
+            except BaseException:
+                side_builder.kill()  # its thread then sees the child gone and returns
+                raise
+            made.update(side.result())
+        return made
+
+    def ensure_started(self) -> None:
+        """Start the children from the calling thread (their parent-death signal follows the thread that started
+        them: a worker thread's children would die with it)."""
+        for b in self.builders:
+            b.ensure_started()
+
+    def kill(self) -> None:
+        for b in self.builders:
+            b.kill()
+
+    def close(self) -> None:
+        for b in self.builders:
+            b.close()
+
+
 class Builder:
     """A build child kept from one model to the next, so TensorFlow's import and start-up (~7 s on 2 cores) are
     paid once per sweep rather than once per model. Memory stays bounded: the child hands the rest of a model to a
@@ -67,6 +117,7 @@ class Builder:
         self._proc = None
         self._stderr = None
         self.started = 0  # children started (tests: one for a whole sweep of small models)
+        self.idle_rss_mb = None  # what the child kept after its last model
 
     def build(self, request: dict, on_step=lambda text: None, timeout: float = BUILD_TIMEOUT_S) -> dict[str, Built]:
         """Build ``request["variants"]`` of ``request["model"]``: a child that dies costs the variant it was
@@ -94,6 +145,11 @@ class Builder:
                 remaining = []
         return results
 
+    def ensure_started(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._discard()
+            self._start()
+
     def _start(self) -> None:
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -103,9 +159,7 @@ class Builder:
     def _request(self, request, results, on_step, timeout) -> tuple[str | None, int | None, bool]:
         """(variant being built when the child stopped answering, its exit code or None if killed for taking too
         long, whether it retired); the code is 0 while the child stays for the next model."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._discard()
-            self._start()
+        self.ensure_started()
         proc, killed = self._proc, threading.Event()
 
         def kill():
@@ -138,8 +192,8 @@ class Builder:
             if done is None:
                 code = proc.wait()
             else:
-                code = 0
-                if (done.get("rss_mb") or 0) > self.keep_idle_mb:
+                code, self.idle_rss_mb = 0, done.get("rss_mb")
+                if (self.idle_rss_mb or 0) > self.keep_idle_mb:
                     self.close()
         except BaseException:
             self._discard()
@@ -164,6 +218,10 @@ class Builder:
         if self._stderr is not None:
             self._stderr.close()
         self._proc = self._stderr = None
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
 
     def close(self) -> None:
         """Let the child exit (end of its input), or stop it."""

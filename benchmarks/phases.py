@@ -12,7 +12,7 @@ class Phases:
     measure (the task metric on the test split, then the timed runs; ``score`` is the metric's share of it)."""
 
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: model -> variant -> seconds its build child spent on it (the rest of "build" is starting the child)
+    #: model -> variant -> seconds its build child spent on it (chains built side by side overlap in "build")
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
 
     NAMES = ("train", "build", "measure", "score")

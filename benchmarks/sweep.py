@@ -13,6 +13,7 @@ import itertools
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from models.errors import UserError
 from models.spec import n_samples
 
 from . import host, runtimes, variants
-from .build import Built, Builder
+from .build import BuildPool, Built
 from .executor import Executor, LocalExecutor
 from .phases import Phases
 from .runner import Method, batch_of
@@ -108,10 +109,10 @@ class Unit:
         return self.subject.splits
 
 
-def make_unit(name: str, cfg: "SweepConfig") -> Unit:
-    """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
-    from models.artifacts import sha256_file
-    from models.subject import Source, resolve
+def make_source(name: str, cfg: "SweepConfig"):
+    """How ``name`` (a zoo name, or a model file with ``cfg.source``'s data, metric and code) is made, in this
+    process or a child (models.subject.Source)."""
+    from models.subject import Source
 
     options = {} if name in registry.names() else dict(cfg.source)
     if name not in registry.names():  # builders run in the project folder: every path made absolute
@@ -125,7 +126,16 @@ def make_unit(name: str, cfg: "SweepConfig") -> Unit:
         options["custom_objects"] = ref
         known = [r for r in os.environ.get(CUSTOM_OBJECTS_ENV, "").split(os.pathsep) if r]
         os.environ[CUSTOM_OBJECTS_ENV] = os.pathsep.join(dict.fromkeys(known + [ref]))
-    source = Source(name, tiny=cfg.tiny, cache=None if cfg.cache is None else str(cfg.cache), **options)
+    return Source(name, tiny=cfg.tiny, cache=None if cfg.cache is None else str(cfg.cache), **options)
+
+
+def make_unit(name: str, cfg: "SweepConfig") -> Unit:
+    """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
+    from models.artifacts import sha256_file
+    from models.subject import resolve
+
+    source = make_source(name, cfg)
+    name = source.model
     subject = resolve(source)
     path = Path(subject.path)
     if name in registry.names():  # the trained file's name already carries its content key
@@ -172,7 +182,7 @@ class Sweep:
         self._trained = {}
         self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
         self.executor = executor or LocalExecutor()
-        self.builder = Builder()  # one build child for the models in turn (benchmarks.build)
+        self.builders = BuildPool()  # build children kept for the models in turn (benchmarks.build)
         self.stored = 0  # rows this run has stored
 
     def plan(self) -> list[tuple]:
@@ -203,10 +213,11 @@ class Sweep:
         try:
             return self._run(advance)
         except BaseException:
+            self.builders.kill()
             self.executor.kill_all()
             raise
         finally:
-            self.builder.close()
+            self.builders.close()
             self.executor.close()
 
     @staticmethod
@@ -242,7 +253,8 @@ class Sweep:
             pause_for_test(self.stored)
 
     def _run(self, advance) -> int:
-        for model_name, items in itertools.groupby(self.plan(), key=lambda item: item[0]):
+        order = list(dict.fromkeys(m for m, _, _ in self.plan()))
+        for index, (model_name, items) in enumerate(itertools.groupby(self.plan(), key=lambda item: item[0])):
             self._model = model_name
             with self.phases.timing(model_name, "train"):
                 trained = self.trained(model_name)
@@ -253,7 +265,8 @@ class Sweep:
                 pending.append((variant, runtime, todo))
             with self.phases.timing(model_name, "build"):
                 self.executor.before_build()
-                built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()])
+                built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()],
+                                    meanwhile=lambda: self._train_ahead(order[index + 1:index + 2]))
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
                 self._probe_all(built)
                 inputs = Path(tmp) / "inputs.npz"
@@ -280,8 +293,23 @@ class Sweep:
             self.on_model(model_name)
         return self.stored
 
-    def _build(self, trained, wanted) -> dict[str, Built]:
-        """Each wanted variant's artifact: cached, or built now in a child process (see benchmarks.build)."""
+    def _train_ahead(self, names: list[str]) -> None:
+        """While this model's variants build (in children), train the next zoo model: neither needs the quiet
+        machine a measurement does. A failure here is left for that model's own turn to report."""
+        from models.subject import train_ahead
+
+        for name in names:
+            if name in registry.names():
+                self.on_step(f"{name}: training (cached) while {self._model}'s variants build")
+                with self.phases.timing(name, "train"):
+                    try:
+                        train_ahead(make_source(name, self.cfg))
+                    except Exception:  # noqa: BLE001 - raised again, with its message, when the model's turn comes
+                        pass
+
+    def _build(self, trained, wanted, meanwhile=lambda: None) -> dict[str, Built]:
+        """Each wanted variant's artifact: cached, or built now in child processes (see benchmarks.build), with
+        ``meanwhile()`` run here as they build."""
         work = cache_dir(self.cfg.cache) / "variants" / trained.key
         result, missing = {}, []
         for variant in dict.fromkeys(wanted):
@@ -291,7 +319,17 @@ class Sweep:
             else:
                 missing.append(variant.name)
         if missing:
-            made = self.builder.build(build_request(trained, self.cfg, missing), on_step=self.on_step)
+            source_mb = trained.path.stat().st_size / 2**20 if trained.path.is_file() else 0.0
+            self.builders.ensure_started()  # from this thread: see BuildPool.build
+            with ThreadPoolExecutor(1) as pool:
+                building = pool.submit(self.builders.build, build_request(trained, self.cfg, missing),
+                                       variants.chains(missing), self.on_step, source_mb)
+                try:
+                    meanwhile()
+                    made = building.result()
+                except BaseException:
+                    self.builders.kill()
+                    raise
             for name, built in made.items():
                 self.phases.built(trained.subject.name, name, built.seconds)
             result.update(made)

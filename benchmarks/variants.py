@@ -40,6 +40,14 @@ VARIANTS = [
 ]
 
 
+def chains(names: list[str]) -> list[list[str]]:
+    """``names`` grouped by the model they are made from: groups that can be built independently."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(by_name(name).source, []).append(name)
+    return list(groups.values())
+
+
 def by_name(name: str) -> Variant:
     for v in VARIANTS:
         if v.name == name:

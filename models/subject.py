@@ -157,6 +157,15 @@ def resolve(arg, tiny: bool = False, seed: int = 0, cache=None, unsafe: bool = F
     raise AssertionError("unreachable")
 
 
+def train_ahead(src: Source) -> None:
+    """Train a zoo source now and cache it on disk, so that resolving it later only loads it (a sweep trains the
+    next model while the current one's variants build). A model file needs nothing."""
+    if src.model in registry.names():
+        from .training import train
+
+        train(registry.get(src.model), tiny=src.tiny, seed=src.seed, cache=src.cache)
+
+
 def _zoo(src: Source) -> Subject:
     from .training import train
 

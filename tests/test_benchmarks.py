@@ -375,13 +375,23 @@ def test_one_build_child_serves_model_after_model_and_hands_over_when_too_big(mo
         builder.close()
 
 
-def test_a_sweep_builds_every_model_in_one_child(tmp_path):
-    cfg = _tiny_cfg(tmp_path, models=["mlp", "fraud_dnn"], variants=["tflite-fp32"], runtimes=["litert"],
-                    batches=[1], cache=str(tmp_path / "cache"))
-    sweep = Sweep(cfg, Store(tmp_path / "results.db"))
+def test_a_sweep_builds_each_chain_in_a_child_kept_from_model_to_model(tmp_path):
+    from benchmarks.build import BuildPool
+
+    cfg = _tiny_cfg(tmp_path, models=["mlp", "fraud_dnn"], variants=["tflite-fp32", "pruned-tflite-int8"],
+                    runtimes=["litert"], batches=[1], cache=str(tmp_path / "cache"))
+    steps = []
+    sweep = Sweep(cfg, Store(tmp_path / "results.db"), on_step=steps.append)
+    sweep.builders = BuildPool(2)  # as on a 2-core host: the pruned chain beside the fp32 one
     sweep.run()
-    assert {r["model"] for r in sweep.store.rows() if r["status"] == "ok"} == {"mlp", "fraud_dnn"}
-    assert sweep.builder.started == 1 and set(sweep.phases.variants) == {"mlp", "fraud_dnn"}
+    # the next model trains while this one's variants build, before this one is measured
+    ahead = steps.index("fraud_dnn: training (cached) while mlp's variants build")
+    assert ahead < steps.index("mlp / tflite-fp32 / litert"), steps
+    ok = {(r["model"], r["variant"]) for r in sweep.store.rows() if r["status"] == "ok"}
+    assert ok == {(m, v) for m in ("mlp", "fraud_dnn") for v in ("tflite-fp32", "pruned-tflite-int8")}, ok
+    assert sweep.builders.started == 2  # two children for the two chains, both reused by the second model
+    assert {m: set(v) for m, v in sweep.phases.variants.items()} == {
+        m: {"tflite-fp32", "pruned-tflite-int8"} for m in ("mlp", "fraud_dnn")}
 
 
 def test_a_fatal_build_error_stops_the_sweep_with_its_line(fake_builder, tmp_path):

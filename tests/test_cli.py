@@ -18,7 +18,8 @@ def test_prune_cli_reports_sparsity_and_metric(cli, tmp_path):
 @pytest.mark.parametrize("fmt,mode", [("tflite", "int8"), ("onnx", "dynamic")])
 def test_quantize_cli(cli, tmp_path, fmt, mode):
     out = tmp_path / f"cnn.{fmt}"
-    res = cli("compress", "quantize", "cnn", "--tiny", "--format", fmt, "--mode", mode, "-o", out)
+    # the tiny cnn is scored on 45 test images: one flipped prediction is 2.2 points, over the default 1-point gate
+    res = cli("compress", "quantize", "cnn", "--tiny", "--format", fmt, "--mode", mode, "-o", out, "--max-drop", "0.05")
     assert res.returncode == 0, res.stderr
     assert out.exists() and (tmp_path / f"cnn.{fmt}.json").exists()
     assert "accuracy: keras fp32" in res.stdout and "top-1 agreement" in res.stdout
