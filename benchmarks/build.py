@@ -32,6 +32,9 @@ BUILDING, BUILT, RETIRE, DONE = "CT-BUILDING ", "CT-BUILT ", "CT-RETIRE", "CT-DO
 CHILD_MAX_RSS_MB = 3000
 #: an idle child keeping more than this after a model is stopped (a fresh one starts for the next model)
 KEEP_IDLE_MB = 1500
+#: on 2 cores building side by side (and training the next model meanwhile) was measured to gain nothing: the
+#: cores were 94-99% busy already (a --quick sweep reached mlp, its 12th model, in 930 s serial, 965 s overlapped)
+PARALLEL_MIN_CORES = 4
 #: a model whose source file is bigger builds in one child (two children of resnet50 would need > 8 GB)
 PARALLEL_MAX_SOURCE_MB = 60
 
@@ -60,13 +63,19 @@ def build_all(request: dict, on_step=lambda text: None, timeout: float = BUILD_T
 
 
 class BuildPool:
-    """Build children side by side where the host has the cores: a model's independent chains (the pruned model
-    and its exports; the fp32 model's exports) build at once. Builds need no quiet machine, only measurements do,
-    and the converters run on one core. A big model builds in one child: two would exceed the memory budget."""
+    """Build children side by side where the host has cores to spare (PARALLEL_MIN_CORES): a model's independent
+    chains (the pruned model and its exports; the fp32 model's exports) build at once. Builds need no quiet
+    machine, only measurements do, and the converters run on one core. A big model builds in one child: two would
+    exceed the memory budget."""
 
     def __init__(self, size: int | None = None):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.builders = [Builder() for _ in range(size or min(2, cores))]
+        self.builders = [Builder() for _ in range(size or (2 if cores >= PARALLEL_MIN_CORES else 1))]
+
+    @property
+    def parallel(self) -> bool:
+        """Whether builds overlap other work (a second chain, the next model's training)."""
+        return len(self.builders) > 1
 
     @property
     def started(self) -> int:
@@ -118,6 +127,7 @@ class Builder:
         self._stderr = None
         self.started = 0  # children started (tests: one for a whole sweep of small models)
         self.idle_rss_mb = None  # what the child kept after its last model
+        self.stopped = False
 
     def build(self, request: dict, on_step=lambda text: None, timeout: float = BUILD_TIMEOUT_S) -> dict[str, Built]:
         """Build ``request["variants"]`` of ``request["model"]``: a child that dies costs the variant it was
@@ -125,6 +135,8 @@ class Builder:
         remaining = list(request["variants"])
         results: dict[str, Built] = {}
         while remaining:
+            if self.stopped:  # killed (Ctrl-C, a dying sweep): no fresh child for the rest
+                raise KeyboardInterrupt
             current, code, retired = self._request({**request, "variants": remaining}, results, on_step, timeout)
             remaining = [v for v in remaining if v not in results]
             if code == -signal.SIGINT:  # Ctrl-C reached the child first: the sweep is interrupted, nothing failed
@@ -220,6 +232,8 @@ class Builder:
         self._proc = self._stderr = None
 
     def kill(self) -> None:
+        """Stop the child now, and build nothing more (the sweep is being interrupted)."""
+        self.stopped = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 

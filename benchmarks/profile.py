@@ -168,7 +168,8 @@ def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, ca
     from . import variants
     from .build import build_all
     from .runner import batch_of
-    from .sweep import SweepConfig, build_request, make_unit
+    from .sweep import SweepConfig
+    from .units import build_request, make_unit
 
     spec = registry.get(target)
     if variant is None:

@@ -32,6 +32,7 @@ from .phases import Phases
 from .runner import Method, batch_of
 from .store import Store
 from .tasks import Job, MeasureTask, content_hash
+from .units import Unit, build_request, make_source, make_unit
 
 
 
@@ -75,81 +76,6 @@ def save_inputs(x, path: Path, n: int) -> Path:
     arrays = dict(x) if isinstance(x, dict) else {"__single__": x}
     np.savez(path, **arrays)
     return path
-
-
-@dataclass
-class Unit:
-    """The sweep's per-model unit, from a zoo name or the user's file alike (a Subject, keyed by content)."""
-
-    subject: object  # models.subject.Subject
-    source: object  # models.subject.Source: how a child process makes the same subject
-    key: str  # "<name>-<content hash>": rows, variants and the store are keyed by it
-
-    @property
-    def spec(self):
-        return self.subject.spec
-
-    @property
-    def path(self) -> Path:
-        return self.subject.path
-
-    @property
-    def seed(self) -> int:
-        return self.subject.seed
-
-    @property
-    def config(self) -> dict:
-        return self.subject.config or {}
-
-    @property
-    def metric(self):
-        return self.subject.metric
-
-    def splits(self):
-        return self.subject.splits
-
-
-def make_source(name: str, cfg: "SweepConfig"):
-    """How ``name`` (a zoo name, or a model file with ``cfg.source``'s data, metric and code) is made, in this
-    process or a child (models.subject.Source)."""
-    from models.subject import Source
-
-    options = {} if name in registry.names() else dict(cfg.source)
-    if name not in registry.names():  # builders run in the project folder: every path made absolute
-        name = str(Path(name).resolve())
-        options.update({k: str(Path(v).resolve()) for k, v in options.items() if k in ("data", "eval_data") and v})
-    if options.get("custom_objects"):  # builders and workers load the file too: they import the same code
-        from models.loading import CUSTOM_OBJECTS_ENV
-
-        ref = str(Path(options["custom_objects"]).resolve()) if Path(options["custom_objects"]).exists() \
-            else options["custom_objects"]
-        options["custom_objects"] = ref
-        known = [r for r in os.environ.get(CUSTOM_OBJECTS_ENV, "").split(os.pathsep) if r]
-        os.environ[CUSTOM_OBJECTS_ENV] = os.pathsep.join(dict.fromkeys(known + [ref]))
-    return Source(name, tiny=cfg.tiny, cache=None if cfg.cache is None else str(cfg.cache), **options)
-
-
-def make_unit(name: str, cfg: "SweepConfig") -> Unit:
-    """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
-    from models.artifacts import sha256_file
-    from models.subject import resolve
-
-    source = make_source(name, cfg)
-    name = source.model
-    subject = resolve(source)
-    path = Path(subject.path)
-    if name in registry.names():  # the trained file's name already carries its content key
-        key = path.stem
-    else:
-        digest = sha256_file(path) if path.is_file() else key_of(sorted(str(p) for p in path.rglob("*")))
-        key = f"{subject.name}-{digest[:16]}"
-    return Unit(subject, source, key)
-
-
-def build_request(unit: Unit, cfg: SweepConfig, missing: list[str]) -> dict:
-    """What benchmarks.build needs to rebuild ``unit``'s missing variants in a child process."""
-    return {"model": unit.subject.name, "source": unit.source.as_dict(), "key": unit.key,
-            "cache": None if cfg.cache is None else str(cfg.cache), "variants": missing}
 
 
 def provider_of(runtime) -> str | None:
@@ -266,7 +192,8 @@ class Sweep:
             with self.phases.timing(model_name, "build"):
                 self.executor.before_build()
                 built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()],
-                                    meanwhile=lambda: self._train_ahead(order[index + 1:index + 2]))
+                                    meanwhile=lambda: self._train_ahead(order[index + 1:index + 2])
+                                    if self.builders.parallel else None)
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
                 self._probe_all(built)
                 inputs = Path(tmp) / "inputs.npz"

@@ -375,6 +375,42 @@ def test_one_build_child_serves_model_after_model_and_hands_over_when_too_big(mo
         builder.close()
 
 
+_SLOW_BUILDER = """
+import json, sys, time
+for line in sys.stdin:
+    for name in json.loads(line)["variants"]:
+        print("CT-BUILDING " + name, flush=True)
+        time.sleep(0.3)
+        print("CT-BUILT " + json.dumps({"variant": name, "path": "/built/" + name}), flush=True)
+    print("CT-DONE {}", flush=True)
+"""
+
+
+def test_a_killed_builder_builds_nothing_more(monkeypatch):
+    """Ctrl-C during a build: the child is killed and no fresh child picks up the model's other variants."""
+    import threading
+    import time
+
+    from benchmarks import build
+
+    monkeypatch.setattr(build, "child_command", lambda: [sys.executable, "-c", _SLOW_BUILDER])
+    builder, outcome = build.Builder(), {}
+
+    def run():
+        try:
+            outcome["got"] = builder.build({"model": "m", "variants": [f"v{i}" for i in range(20)]})
+        except KeyboardInterrupt:
+            outcome["interrupted"] = True
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.0)
+    builder.kill()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and outcome == {"interrupted": True}
+    assert builder.started == 1
+
+
 def test_a_sweep_builds_each_chain_in_a_child_kept_from_model_to_model(tmp_path):
     from benchmarks.build import BuildPool
 
