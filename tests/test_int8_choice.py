@@ -145,8 +145,8 @@ def test_cli_prints_the_flavour_and_why(cli, tmp_path):
     assert res.returncode == 0, res.stderr
     text = " ".join(res.stdout.split())
     assert "onnx int8 flavour:" in text and "fastest accurate flavour" in text and "x)" in text
-    res = cli("export", "onnx", "mlp", "--tiny", "--quantize", "int8", "--onnx-int8", "qdq-s8s8",
-              "-o", tmp_path / "b.onnx")
+    res = cli("export", "onnx", "mlp", "--tiny", "--quantize", "int8", "--onnx-int8", "qdq-s8s8", "--max-drop", "1",
+              "-o", tmp_path / "b.onnx")  # the same 30-sample score (a fresh CI clone saw 0.8667 -> 0.6000)
     assert res.returncode == 0, res.stderr
     assert "onnx int8 flavour: qdq-s8s8 (chosen with --onnx-int8)" in res.stdout
     assert json.loads((tmp_path / "b.onnx.json").read_text())["chain"][-1] == "onnx(int8, qdq-s8s8)"
