@@ -1,8 +1,9 @@
 """Build models' missing variants in a child process (``python -m benchmarks.build``).
 
 Converters and fine-tuning hold on to memory TensorFlow never gives back: built in the sweep's own process,
-the whole zoo's variants peaked at 22.5 GB of resident memory. In a child per model the memory goes back at
-exit, and a converter that crashes is one failed variant with the signal in its reason, not a dead sweep.
+the whole zoo's variants peaked at 22.5 GB of resident memory. In a child the memory goes back when it exits
+(after a model that left it big: see Builder), and a converter that crashes is one failed variant with the
+signal in its reason, not a dead sweep.
 
 Protocol: the parent writes one JSON request per model on the child's stdin; the child answers on a private
 channel (its original stdout; the converters' own prints go to stderr) with ``CT-BUILDING name`` before each
@@ -19,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -192,7 +192,7 @@ class Sweep:
             with self.phases.timing(model_name, "build"):
                 self.executor.before_build()
                 built = self._build(trained, [v for v, r, todo in pending if todo and not r.unavailable()],
-                                    meanwhile=lambda: self._train_ahead(order[index + 1:index + 2])
+                                    meanwhile=(lambda: self._train_ahead(order[index + 1:index + 2]))
                                     if self.builders.parallel else None)
             with self.phases.timing(model_name, "measure"), tempfile.TemporaryDirectory(prefix="ct-inputs-") as tmp:
                 self._probe_all(built)
@@ -234,9 +234,9 @@ class Sweep:
                     except Exception:  # noqa: BLE001 - raised again, with its message, when the model's turn comes
                         pass
 
-    def _build(self, trained, wanted, meanwhile=lambda: None) -> dict[str, Built]:
+    def _build(self, trained, wanted, meanwhile=None) -> dict[str, Built]:
         """Each wanted variant's artifact: cached, or built now in child processes (see benchmarks.build), with
-        ``meanwhile()`` run here as they build."""
+        ``meanwhile()``, if given, run here as they build."""
         work = cache_dir(self.cfg.cache) / "variants" / trained.key
         result, missing = {}, []
         for variant in dict.fromkeys(wanted):
@@ -247,16 +247,19 @@ class Sweep:
                 missing.append(variant.name)
         if missing:
             source_mb = trained.path.stat().st_size / 2**20 if trained.path.is_file() else 0.0
-            self.builders.ensure_started()  # from this thread: see BuildPool.build
-            with ThreadPoolExecutor(1) as pool:
-                building = pool.submit(self.builders.build, build_request(trained, self.cfg, missing),
-                                       variants.chains(missing), self.on_step, source_mb)
-                try:
-                    meanwhile()
-                    made = building.result()
-                except BaseException:
-                    self.builders.kill()
-                    raise
+            args = (build_request(trained, self.cfg, missing), variants.chains(missing), self.on_step, source_mb)
+            if meanwhile is None:
+                made = self.builders.build(*args)
+            else:
+                self.builders.ensure_started()  # from this thread: see BuildPool.ensure_started
+                with ThreadPoolExecutor(1) as pool:
+                    building = pool.submit(self.builders.build, *args)
+                    try:
+                        meanwhile()
+                        made = building.result()
+                    except BaseException:
+                        self.builders.kill()  # the pool's thread then returns instead of building on
+                        raise
             for name, built in made.items():
                 self.phases.built(trained.subject.name, name, built.seconds)
             result.update(made)
