@@ -95,7 +95,7 @@ class _Event(C.Structure):  # ProfiledEventData (litert/c/litert_profiler_event.
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """LiteRT logs INFO lines on fd 2 while it builds the model; errors come back as status codes instead."""
+    """LiteRT logs INFO lines on fd 2 as it builds and destroys a model; errors come back as status codes."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:
@@ -353,4 +353,5 @@ def litert_ops(path: Path, feed, runs: int, warmup: int, threads: int, xnnpack: 
             ops += run_events(events, subgraphs[0], subgraphs)
         return ops
     finally:
-        session.close()
+        with _quiet_stderr():  # destroying the environment logs "INFO: ... DestroyAccelerator" on fd 2
+            session.close()

@@ -9,9 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # user_models: the models a user brings (shared with the README)
-_CACHE = tempfile.mkdtemp(prefix="ct-test-cache-")
-os.environ.setdefault("CT_CACHE_DIR", _CACHE)
-os.environ["CT_CACHE_DIR"] = os.environ.get("CT_TEST_CACHE_DIR", os.environ["CT_CACHE_DIR"])
+# each test process (each pytest-xdist worker too) gets a cache of its own, never the user's CT_CACHE_DIR: workers
+# that shared one trained the same tiny model at once, and a model file could then meet the other's sidecar
+os.environ["CT_CACHE_DIR"] = os.environ.get("CT_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="ct-test-cache-")
 
 import models  # noqa: E402  (after the cache is chosen)
 from models.training import train  # noqa: E402

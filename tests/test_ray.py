@@ -17,6 +17,9 @@ from benchmarks.store import Store  # noqa: E402
 from benchmarks.sweep import Sweep, SweepConfig  # noqa: E402
 from models.errors import UserError  # noqa: E402
 
+# one Ray at a time on this machine: under xdist (make test) every Ray test runs on the same worker
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 def _cfg(tmp_path):
     return SweepConfig(models=["mlp"], variants=["tflite-fp32", "onnx-fp32"], runtimes=["litert", "onnxruntime-cpu"],
