@@ -48,7 +48,9 @@ def connect(address: str | None = None):
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         else:
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+            # address="local": a private Ray of our own, never a cluster already running here (plain ray.init()
+            # joins the last one started on this machine, and one that has since stopped is an error)
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
     except ConnectionError as e:
         raise UserError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0][:200]}") from None

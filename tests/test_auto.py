@@ -11,6 +11,8 @@ from compress.auto_eval import Reference, paired_interval
 from compress.auto_log import AutoLog
 from models.metrics import ACCURACY
 
+# the module-scoped search is done once: under xdist (make test) the whole module runs on one worker
+pytestmark = pytest.mark.xdist_group("auto")
 FAST = {"techniques": ("prune50",), "resamples": 200}
 
 

@@ -56,7 +56,9 @@ def _nodes_ips():
 
 
 def test_ray_sweep_gives_the_local_rows_and_listens_on_loopback(local_rows, tmp_path):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray, never the last cluster started here (the file Ray leaves names it even after
+    # that cluster shut down, e.g. the two-node test run before this one on the same xdist worker)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert _nodes_ips() == {"127.0.0.1"}
         with pytest.raises(UserError, match="no Ray node to measure on with resource or label 'arm-board'"):

@@ -21,6 +21,8 @@ from conftest import ROOT, tiny_trained
 from export import exporter, runtime
 from models.loading import Subject
 
+# the runtime venv is built once: under xdist (make test) the whole module runs on one worker
+pytestmark = pytest.mark.xdist_group("runtime_dist")
 PIP_TIMEOUT = 300
 # Run inside the runtime venv: load each file, run it on x.npy, save the outputs; JSON report on stdout.
 APP_SCRIPT = """
