@@ -19,7 +19,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks report
 
 # pytest-xdist: one worker per core (up to 4; each holds TensorFlow, ~2 GB): measured 26.5 min serial on 2 cores,
-# where one test at a time kept the machine only half busy. Ray's tests share one worker (xdist_group).
+# where one test at a time kept the machine only half busy. Modules with a costly shared set-up (Ray, compress
+# auto's search, the runtime venv) each stay on one worker (xdist_group).
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup $(ARGS)
 
