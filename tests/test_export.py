@@ -187,3 +187,36 @@ def test_onnx_modes_of_one_model_share_its_fp32_graph_until_weights_change(monke
     assert len(calls) == 1 and half != fp32
     model.set_weights([w * 0.5 for w in model.get_weights()])  # changed in place: converted again
     assert onnx_export.convert(model, QuantRecipe("onnx", "fp32")) != fp32 and len(calls) == 2
+
+
+def test_a_failing_tf2onnx_optimizer_pass_is_skipped_not_fatal(monkeypatch, tmp_path):
+    """The first conversion runs without tf2onnx's per-pass graph copies (they made resnet50 peak at 7.9 GB); an
+    optimizer that fails there falls back to tf2onnx's default, which skips the failing pass."""
+    import copy
+
+    import tf2onnx.optimizer as tf2onnx_optimizer
+    from tf2onnx.optimizer.optimizer_base import GraphOptimizerBase
+
+    from export import onnx as onnx_export
+
+    class Broken(GraphOptimizerBase):
+        def _optimize(self, graph):
+            raise RuntimeError("this pass always fails")
+
+    real = tf2onnx_optimizer._get_optimizers
+    monkeypatch.setattr(tf2onnx_optimizer, "_get_optimizers", lambda: {"broken": Broken, **real()})
+    copies = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(tf2onnx_optimizer.copy, "deepcopy", lambda g, *a: copies.append(type(g)) or real_deepcopy(g, *a))
+    model = tiny_trained("mlp").load()
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(onnx_export.convert(model, QuantRecipe("onnx", "fp32")))
+    x = np.ones((2,) + tuple(model.inputs[0].shape[1:]), np.float32)
+    np.testing.assert_allclose(runtime.load(path).predict(x), model.predict(x, verbose=0), atol=1e-4)
+    assert copies, "the fallback is tf2onnx's copying default"
+
+    monkeypatch.setattr(tf2onnx_optimizer, "_get_optimizers", real)
+    copies.clear()
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    onnx_export.convert(model, QuantRecipe("onnx", "fp32"))
+    assert not [c for c in copies if c.__name__ == "Graph"], "a conversion without failures copies no graph"
