@@ -39,11 +39,17 @@ def _run(args):
                       batches=batches, threads=threads,
                       source={k: getattr(args, k) for k in ("data", "eval_data", "metric", "label", "custom_objects",
                                                             "unsafe") if getattr(args, k, None)})
-    if args.variants:
-        cfg.variants = args.variants
-    if args.runtimes:
-        cfg.runtimes = args.runtimes
+    if args.variants or quick:
+        cfg.variants = args.variants or variants.QUICK
+    if args.runtimes or quick:
+        cfg.runtimes = args.runtimes or runtimes.QUICK
     out = console(stderr=args.json)
+    if quick:
+        left = ([v.name for v in variants.VARIANTS if v.name not in cfg.variants]
+                + [r.name for r in runtimes.RUNTIMES if r.name not in cfg.runtimes])
+        if left:
+            out.print(f"--quick leaves out {', '.join(left)} (the full sweep has them; --variants/--runtimes name "
+                      "any)")
     execute = executor.make(args.executor, address=args.address, on=args.on)  # before any training: fail fast
     for r in runtimes.RUNTIMES:
         reason = r.unavailable()
@@ -175,8 +181,10 @@ def main(argv=None):
     p.add_argument("--batch", nargs="+", default=None, help="batch sizes (default 1)")
     p.add_argument("--threads", nargs="+", default=None, help="thread counts (default: all cores)")
     p.add_argument("--quick", action="store_true",
-                   help="shorter warm-up and timed runs, batch 1, all cores; a runtime whose outputs match another's "
-                        "on the same file (checked on 32 test inputs) reuses its metric")
+                   help="fp32 and int8 of each format on the main runtimes (no pruned, dynamic, float16 files, no "
+                        "model.predict or LiteRT-without-XNNPACK rows), shorter warm-up and timed runs, batch 1, all "
+                        "cores; a runtime whose outputs match another's on the same file (checked on 32 test "
+                        "inputs) reuses its metric")
     p.add_argument("--fresh", action="store_true", help="measure again even if the store has the row")
     p.add_argument("--tiny", action="store_true", help="use the zoo's tiny configurations (smoke test)")
     p.add_argument("--out", default="results", help="directory for results.db and the report")

@@ -39,6 +39,10 @@ VARIANTS = [
     Variant("pruned-tflite-int8", "pruned", "tflite", "int8"),
 ]
 
+#: --quick: the float baseline and int8 of each format, the deployment choice most users make; the pruned chain
+#: (fine-tuning), dynamic-range and float16 files are the full sweep's
+QUICK = ["fp32", "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]
+
 
 def chains(names: list[str]) -> list[list[str]]:
     """``names`` grouped by the model they are made from: groups that can be built independently."""

@@ -106,18 +106,28 @@ def test_output_directory_not_writable(cli, tmp_path):
 
 
 def test_benchmarks_cli_end_to_end(run_cli, tmp_path):
+    """--quick: fp32 and int8 of each format on the main runtimes, and the output says what it left out."""
+    from benchmarks.store import Store
+
     res = run_cli("benchmarks", "run", "--models", "mlp", "--tiny", "--quick", "--out", tmp_path,
-                  "--variants", "fp32", "tflite-int8", "onnx-fp32", "--cache-dir", tmp_path / "cache")
+                  "--cache-dir", tmp_path / "cache")
     assert res.returncode == 0, res.stderr
+    assert ("--quick leaves out pruned, tflite-dynamic, tflite-float16, onnx-float16, pruned-tflite-int8, "
+            "keras-predict, litert-noxnnpack") in " ".join(res.stdout.split()), res.stdout
+    rows = {(r["variant"], r["runtime"]): r["status"] for r in Store(tmp_path / "results.db").rows()}
+    assert {k for k, status in rows.items() if status == "ok"} == {
+        ("fp32", "keras"), ("tflite-fp32", "litert"), ("tflite-int8", "litert"), ("onnx-fp32", "onnxruntime-cpu"),
+        ("onnx-int8", "onnxruntime-cpu")}, rows
     report = (tmp_path / "report.md").read_text()
-    for variant in ("fp32", "tflite-int8", "onnx-fp32"):
+    for variant in ("fp32", "tflite-int8", "onnx-int8"):
         assert f"| {variant} |" in report
     assert "p50 ms" in report and "| ok |" in report
     import json
 
     phases = json.loads((tmp_path / "phases.json").read_text())  # each variant built with its own time
     built = phases["build_per_variant_s"]["mlp"]
-    assert set(built) == {"tflite-int8", "onnx-fp32"} and all(s > 0 for s in built.values()), built
+    assert set(built) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"} and all(
+        s > 0 for s in built.values()), built
     assert sum(built.values()) <= phases["per_model_s"]["mlp"]["build"]
     assert "slowest builds: mlp/" in res.stdout, res.stdout
     res = run_cli("benchmarks", "report", "--out", tmp_path)
