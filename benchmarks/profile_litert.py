@@ -12,15 +12,14 @@ never guessed. Each TFLite node's layer is the Keras layer its output tensor nam
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes as C
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ct_runtime.base import quiet_native_stderr
 from models.errors import CheckFailed
 
 P = C.c_void_p
@@ -91,19 +90,6 @@ class _Event(C.Structure):  # ProfiledEventData (litert/c/litert_profiler_event.
     _fields_ = [("tag", C.c_char_p), ("event_type", C.c_int), ("start_us", C.c_uint64), ("elapsed_us", C.c_uint64),
                 ("begin_mem", _Mem), ("end_mem", _Mem), ("metadata1", C.c_uint64), ("metadata2", C.c_uint64),
                 ("source", C.c_int)]
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """LiteRT logs INFO lines on fd 2 as it builds and destroys a model; errors come back as status codes."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def tflite_nodes(path: Path, layers: set[str] | None) -> list[list[Node]]:
@@ -220,7 +206,7 @@ class Session:
         self.lib = lib = _lib()
         self.handles: list[tuple[str, P]] = []
         env, model, opts, cm = P(), P(), P(), P()
-        with _quiet_stderr():
+        with quiet_native_stderr():
             self._ok(lib.LiteRtCreateEnvironment(0, None, C.byref(env)), "LiteRtCreateEnvironment")
             self.handles.append(("LiteRtDestroyEnvironment", env))
             self._ok(lib.LiteRtCreateModelFromFile(env, str(path).encode(), C.byref(model)), "loading the model")
@@ -353,5 +339,5 @@ def litert_ops(path: Path, feed, runs: int, warmup: int, threads: int, xnnpack: 
             ops += run_events(events, subgraphs[0], subgraphs)
         return ops
     finally:
-        with _quiet_stderr():  # destroying the environment logs "INFO: ... DestroyAccelerator" on fd 2
+        with quiet_native_stderr():  # destroying the environment logs "INFO: ... DestroyAccelerator" on fd 2
             session.close()

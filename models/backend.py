@@ -6,29 +6,22 @@ TensorFlow is first imported. Every module of the toolkit gets ``tf`` and
 """
 import contextlib
 import os
-import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
+from ct_runtime.base import quiet_native_stderr  # noqa: E402  (TensorFlow-free, like the runtime it serves)
+
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """Silence native start-up chatter (absl/oneDNN/CUDA stubs) written straight to fd 2."""
+    """Silence native start-up chatter (absl/oneDNN/CUDA stubs) written straight to fd 2; CT_VERBOSE=1 keeps it."""
     if os.environ.get("CT_VERBOSE"):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with quiet_native_stderr():
         yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 with quiet_stderr():
