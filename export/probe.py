@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -143,9 +143,10 @@ class _Child:
             if remaining <= 0:
                 self.kill()
                 raise _Hung()
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
+            with selectors.DefaultSelector() as waiting:  # epoll/poll: select() fails on fds over 1023
+                waiting.register(fd, selectors.EVENT_READ)
+                if not waiting.select(remaining):
+                    continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 raise _Died(self._exit_code())

@@ -4,6 +4,7 @@ with byte-level and structure-aware mutations of valid files."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -81,6 +82,27 @@ def test_probe_child_isolates_crashes_and_hangs(assets, tmp_path, monkeypatch):
     assert ok["crash.tflite"].error == f"the LiteRT runtime crashed loading {tmp_path / 'crash.tflite'} (signal 11)"
     assert ok["abort.onnx"].error == f"the ONNX runtime crashed loading {tmp_path / 'abort.onnx'} (signal 6)"
     assert "did not finish loading" in ok["hang.onnx"].error and "within 3 s" in ok["hang.onnx"].error
+
+
+def test_probe_reads_a_child_whose_pipe_fd_is_above_1023(assets, tmp_path):
+    """A long sweep's driver holds many descriptors: select() cannot wait on one >= FD_SETSIZE (a fresh-clone
+    `make bench` died with "filedescriptor out of range in select()"), the probe's wait must."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"this host caps open files at {hard}: the case cannot be set up")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) > 1024
+        shutil.copy(assets / "mlp.onnx", tmp_path / "late.onnx")
+        (result,) = probe_mod.probe([tmp_path / "late.onnx"], memo=False)
+        assert result.ok, result.error
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_export_run_reports_a_runtime_crash(assets, cli, tmp_path, monkeypatch):
