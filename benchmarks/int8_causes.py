@@ -41,8 +41,10 @@ def tflite_facts(path: Path) -> list[str]:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    from .profile_litert import read_tflite
+
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model(str(path))
+    model = read_tflite(path)
     graph = model.subgraphs[0]
     ops = [(names.get(c, str(c)), op) for c, op in
            ((flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), op)

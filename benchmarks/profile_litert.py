@@ -92,15 +92,22 @@ class _Event(C.Structure):  # ProfiledEventData (litert/c/litert_profiler_event.
                 ("source", C.c_int)]
 
 
+def read_tflite(path: Path):
+    """The file as flatbuffer_utils' object model, from bytes read here: its own ``read_model`` mmaps the file and
+    never closes the descriptor it opened for that (one leaked fd per call; a full sweep reached select()'s 1024)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+
+
 def tflite_nodes(path: Path, layers: set[str] | None) -> list[list[Node]]:
     """Each subgraph's nodes (the main one first, loop bodies after) with their Keras layer, from the output
     tensors' names; an activation or other op whose tensors name no layer takes the layer of the node producing
     its first input, except QUANTIZE/DEQUANTIZE, which stay unattributed: they belong to no layer."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model(str(path))
+    model = read_tflite(path)
     return [_graph_nodes(model, graph, names, layers) for graph in model.subgraphs]
 
 

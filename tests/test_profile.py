@@ -110,3 +110,19 @@ def test_profile_cli_prints_layers_and_json(cnn_variants, cli, tmp_path):
     assert json.loads(res.stdout)["layers"][0]["share"] > 0
     bad = cli("benchmarks", "profile", "cnn", "--tiny", "--variant", "fp32", "--out", tmp_path)
     assert bad.returncode == 2 and "profile a tflite or onnx variant" in bad.stderr
+
+
+def test_reading_a_tflite_graph_leaves_no_descriptor_open(cnn_variants):
+    """flatbuffer_utils.read_model leaks the fd it mmaps through; the sweep's int8 warnings read each int8 file
+    once per runtime and thread count, and a full sweep ran out of select()-able descriptors."""
+    import os
+
+    from benchmarks.int8_causes import tflite_facts
+    from benchmarks.profile_litert import tflite_nodes
+
+    path = cnn_variants[1]["tflite-int8"]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        tflite_facts(path)
+        assert tflite_nodes(path, None)[0]
+    assert len(os.listdir("/proc/self/fd")) - before < 5  # 40 reads: the leak opened 40
