@@ -5,7 +5,9 @@ search log makes a rerun skip what was scored). The table gives, per model and r
 size and latency ratios to fp32, its drop with the 95% interval, the layers kept in float and the search time.
 With ``--sweep DIR`` (a `benchmarks run` results directory) each choice is set against the fastest fixed sweep
 variant within the same budget at batch 1, 1 thread: speedups are compared, each measured against the fp32 of
-its own run (ratios, not milliseconds from two runs), with TOLERANCE for the two runs' noise.
+its own run (ratios, not milliseconds from two runs), with TOLERANCE for the two runs' noise. Auto's choice is
+"at least as good" when, inside the budget, it is at least as fast (keeps up) or at least as small as that
+variant; both verdicts are in the table, per model x runtime and per model.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_RUNTIME = {"litert": "litert", "onnxruntime-cpu": "onnxruntime-cpu"}
 TOLERANCE = 0.10  # auto "keeps up" with the sweep when its speedup is at least 90% of the sweep's best
+SIZE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -34,12 +37,25 @@ class Line:
     reachable: bool
     sweep_variant: str | None = None
     sweep_speedup: float | None = None
+    sweep_smaller: float | None = None  # fp32 size / the sweep's best variant's size
+    sweep_drop: float | None = None
 
     @property
     def keeps_up(self) -> bool | None:
+        """At least as fast as the sweep's best fixed variant, within the runs' noise."""
         if self.sweep_speedup is None or self.speedup is None:
             return None
         return self.speedup >= self.sweep_speedup * (1 - TOLERANCE)
+
+    @property
+    def as_good(self) -> bool | None:
+        """Inside the budget and at least as fast or at least as small (sizes are exact: SIZE_TOLERANCE covers
+        the metadata each file carries)."""
+        if self.keeps_up is None:
+            return None
+        smaller = (self.size_ratio is not None and self.sweep_smaller is not None
+                   and self.size_ratio >= self.sweep_smaller * (1 - SIZE_TOLERANCE))
+        return self.reachable and (self.keeps_up or smaller)
 
 
 def budget_args(metric_in_unit_range: bool, max_drop: float) -> list[str]:
@@ -95,24 +111,36 @@ def compare_with_sweep(lines: list[Line], sweep: Path, max_drop: float) -> None:
         c = best.get((line.model, SWEEP_RUNTIME.get(line.runtime)))
         if c is not None and c.best is not None:
             line.sweep_variant, line.sweep_speedup = c.best["variant"], c.speedup
+            line.sweep_smaller = 1 / c.size_ratio if c.size_ratio else None
+            if c.ref is not None and c.best.get("metric") is not None:
+                line.sweep_drop = (c.ref - c.best["metric"]) if c.higher_is_better else (c.best["metric"] - c.ref)
 
 
 def table(lines: list[Line]) -> str:
+    def ratio(v):
+        return f"{v:.2f}×" if v else ""
+
+    yes_no = {True: "yes", False: "no", None: ""}
     head = ["model", "runtime", "chosen recipe", "smaller", "faster", "drop [95% CI]", "kept float", "search s",
-            "sweep's best fixed", "its speedup", "auto keeps up"]
+            "sweep's best fixed", "its smaller", "its speedup", "its drop", "auto keeps up", "auto as good"]
     body = []
     for x in lines:
         body.append([x.model, x.runtime, x.recipe + ("" if x.reachable else " (budget unreachable)"),
-                     f"{x.size_ratio:.2f}×" if x.size_ratio else "", f"{x.speedup:.2f}×" if x.speedup else "",
-                     x.drop, ", ".join(x.kept_float) or "-", f"{x.seconds:.0f}", x.sweep_variant or "",
-                     f"{x.sweep_speedup:.2f}×" if x.sweep_speedup else "",
-                     {True: "yes", False: "no", None: ""}[x.keeps_up]])
+                     ratio(x.size_ratio), ratio(x.speedup), x.drop, ", ".join(x.kept_float) or "-",
+                     f"{x.seconds:.0f}", x.sweep_variant or "", ratio(x.sweep_smaller), ratio(x.sweep_speedup),
+                     f"{x.sweep_drop:+.4f}" if x.sweep_drop is not None else "", yes_no[x.keeps_up],
+                     yes_no[x.as_good]])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body]
     compared = [x for x in lines if x.keeps_up is not None]
     if compared:
-        ok = sum(x.keeps_up for x in compared)
+        fast, good = sum(x.keeps_up for x in compared), sum(x.as_good for x in compared)
+        models = {x.model for x in compared}
+        good_models = {m for m in models if all(x.as_good for x in compared if x.model == m)}
         rows += ["", f"auto's speedup is at least {1 - TOLERANCE:.0%} of the sweep's best fixed variant within the "
-                     f"same budget on {ok} of {len(compared)} model×runtime pairs ({ok / len(compared):.0%})"]
+                     f"same budget on {fast} of {len(compared)} model×runtime pairs ({fast / len(compared):.0%})",
+                 f"auto's choice is at least as good (inside the budget, at least as fast or as small) on {good} of "
+                 f"{len(compared)} model×runtime pairs ({good / len(compared):.0%}) and on every runtime of "
+                 f"{len(good_models)} of {len(models)} models ({len(good_models) / len(models):.0%})"]
     return "\n".join(rows) + "\n"
 
 
