@@ -13,6 +13,10 @@ QUANTIZED = ("int8", "dynamic", "float16")
 # p50, and than NOISE_FLOOR_MS: microsecond calls jitter by more than any ratio on them means
 NOISE_REL = 0.05
 NOISE_FLOOR_MS = 0.02
+# the int8-slower-than-fp32 warning's floor: lower, because a quantized file that turns a 7 µs call into 11 µs is a
+# real 1.6x loss for an app calling it in a loop (mlp's ONNX int8 on an AVX-512 host), and the spread check above
+# already rejects calls that jitter by that much
+WARN_FLOOR_MS = 0.002
 
 HOW_TO_ENABLE = {
     "tf-gpu": "on a machine with an NVIDIA GPU: pip install -e '.[gpu]' (tensorflow[and-cuda])",
@@ -82,10 +86,10 @@ def spread(row: dict) -> float:
     return max(0.0, (row.get("p90_ms") or row["p50_ms"]) - row["p50_ms"])
 
 
-def beyond_noise(slow: dict, fast: dict) -> bool:
+def beyond_noise(slow: dict, fast: dict, floor_ms: float = NOISE_FLOOR_MS) -> bool:
     """``slow`` is slower than ``fast`` by more than either row's own spread, a relative margin and a floor."""
     diff = slow["p50_ms"] - fast["p50_ms"]
-    return diff > max(spread(slow), spread(fast), NOISE_REL * fast["p50_ms"], NOISE_FLOOR_MS)
+    return diff > max(spread(slow), spread(fast), NOISE_REL * fast["p50_ms"], floor_ms)
 
 
 def host_name(row: dict) -> str:
@@ -270,7 +274,8 @@ def slower_than_fp32(rows: list[dict], cache=None, profiles: dict | None = None)
     out = {}
     for r in ok_rows(rows):
         b = base.get((r["model"], r["runtime"], r.get("host"), r["batch"], r["threads"]))
-        if b is None or r is b or not any(q in r["variant"] for q in QUANTIZED) or not beyond_noise(r, b):
+        if b is None or r is b or not any(q in r["variant"] for q in QUANTIZED) \
+                or not beyond_noise(r, b, WARN_FLOOR_MS):
             continue
         text = (f"{r['variant']} is slower than {b['variant']} on {r['runtime']}"
                 + (f" on {host_name(r)}" if where else "") + f" at batch {r['batch']}, "
