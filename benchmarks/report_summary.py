@@ -14,8 +14,8 @@ QUANTIZED = ("int8", "dynamic", "float16")
 NOISE_REL = 0.05
 NOISE_FLOOR_MS = 0.02
 # the int8-slower-than-fp32 warning's floor: lower, because a quantized file that turns a 7 µs call into 11 µs is a
-# real 1.6x loss for an app calling it in a loop (mlp's ONNX int8 on an AVX-512 host), and the spread check above
-# already rejects calls that jitter by that much
+# real 1.6x loss for an app calling it in a loop (mlp's ONNX int8 on an AVX-512 host), and beyond_noise's spread
+# check already rejects calls that jitter by that much
 WARN_FLOOR_MS = 0.002
 
 HOW_TO_ENABLE = {

@@ -102,7 +102,7 @@ def lines_of(result: dict) -> list[Line]:
 
 def compare_with_sweep(lines: list[Line], sweep: Path, max_drop: float) -> None:
     """Fill each line's fastest fixed sweep variant within the same budget (batch 1, 1 thread)."""
-    from benchmarks.report_summary import Budget, choose
+    from benchmarks.report_summary import Budget, choose, loss
     from benchmarks.store import Store
 
     rows = [r for r in Store(sweep / "results.db", create=False).rows() if r["batch"] == 1 and r["threads"] == 1]
@@ -113,7 +113,7 @@ def compare_with_sweep(lines: list[Line], sweep: Path, max_drop: float) -> None:
             line.sweep_variant, line.sweep_speedup = c.best["variant"], c.speedup
             line.sweep_smaller = 1 / c.size_ratio if c.size_ratio else None
             if c.ref is not None and c.best.get("metric") is not None:
-                line.sweep_drop = (c.ref - c.best["metric"]) if c.higher_is_better else (c.best["metric"] - c.ref)
+                line.sweep_drop = loss(c.ref, c.best["metric"], c.higher_is_better)
 
 
 def table(lines: list[Line]) -> str:

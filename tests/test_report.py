@@ -127,7 +127,8 @@ def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause(tmp_pa
     tiny = [row("onnx-fp32", "onnxruntime-cpu", 0.03), row("onnx-int8", "onnxruntime-cpu", 0.06)]
     assert "µs-scale graph (fp32 p50 30 µs)" in rs.slower_than_fp32(tiny, cache=tmp_path)[0].text
     # a steady 7 -> 11 µs (mlp's ONNX int8 measured on an AVX-512 host) is warned; the same with a jittery int8 is not
-    mlp = [row("onnx-fp32", "onnxruntime-cpu", 0.0067, p90=0.0068), row("onnx-int8", "onnxruntime-cpu", 0.0107, p90=0.0108)]
+    mlp = [row("onnx-fp32", "onnxruntime-cpu", 0.0067, p90=0.0068),
+           row("onnx-int8", "onnxruntime-cpu", 0.0107, p90=0.0108)]
     assert "µs-scale graph (fp32 p50 7 µs)" in rs.slower_than_fp32(mlp, cache=tmp_path)[0].text
     assert rs.slower_than_fp32([mlp[0], dict(mlp[1], p90_ms=0.017)], cache=tmp_path) == []
     # the console keeps its one-line form; a repeated row does not repeat its warning
