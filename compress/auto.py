@@ -156,7 +156,8 @@ class _Search:
             cand.status, cand.reason = "rejected", str(e)
         except Exception as e:  # a converter or runtime that cannot handle the model: kept with its reason
             first = (str(e).strip().splitlines() or [""])[0][:300]
-            cand.status, cand.reason = "rejected", f"cannot be built or run: {type(e).__name__}: {first}".rstrip(": ")
+            kind = "" if isinstance(e, UserError) else f"{type(e).__name__}: "  # a UserError is already a sentence
+            cand.status, cand.reason = "rejected", f"cannot be built or run: {kind}{first}".rstrip(": ")
         finally:
             for p in (path, Path(f"{path}.json")):
                 p.unlink(missing_ok=True)

@@ -1,10 +1,13 @@
 """Models a user would bring, built and saved as files: not zoo models (the tests and the README use them).
 
-    python examples/user_models.py DIR   # writes DIR/{keras3_cnn,tabular,custom}.keras, their .npz data, user_layers.py
+    python examples/user_models.py DIR   # writes DIR/{keras3_cnn,tabular,custom,layer_norm_mlp_keras3}.keras, their
+                                         # .npz data, user_layers.py
 
 - ``keras3_cnn``: a Keras 3 (``import keras``) CNN on raw 0..255 pixels with a Rescaling layer and gelu/swish.
 - ``tabular``: a tf_keras model on raw-scaled tabular features with an adapted Normalization layer.
 - ``custom_layer``: a tf_keras model with the user's own layer (with weights), defined in ``CUSTOM_LAYER_CODE``.
+- ``layer_norm_mlp``: Keras 3 or tf_keras; raw tabular features through Normalization, mish, LayerNormalization,
+  selu and Dropout (its 16x8 TFLite file once aborted LiteRT; see models/rewrites.py).
 Each returns (model path, data path); data is an .npz with x and y.
 """
 from __future__ import annotations
@@ -113,6 +116,30 @@ def custom_layer(directory: Path, n: int = 600, epochs: int = 10) -> tuple[Path,
     return (*_fit_and_save(model, x.astype("float32"), y, epochs, Path(directory) / "custom"), code)
 
 
+def layer_norm_mlp(directory: Path, keras_flavour: str = "keras3", n: int = 2000,
+                   epochs: int = 15) -> tuple[Path, Path]:
+    if keras_flavour == "keras3":
+        import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+    else:
+        from models.backend import keras
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.normal(50_000, 20_000, n), rng.uniform(0, 1, n), rng.normal(300, 50, n),
+                  rng.integers(0, 7, n)], 1).astype("float32")
+    y = ((x[:, 0] / 50_000 + 2 * x[:, 1] - (x[:, 2] - 300) / 100 + (x[:, 3] == 3)) > 1.6).astype("int64")
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    inputs = keras.Input((4,), name="features")
+    h = keras.layers.Dense(48, activation="mish")(norm(inputs))
+    h = keras.layers.LayerNormalization()(h)
+    h = keras.layers.Dense(24, activation="selu")(h)
+    h = keras.layers.Dropout(0.1)(h)
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    return _fit_and_save(model, x, y, epochs, Path(directory) / f"layer_norm_mlp_{keras_flavour}")
+
+
 if __name__ == "__main__":
     import os
     import sys
@@ -121,5 +148,5 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "demo")
     out.mkdir(parents=True, exist_ok=True)
-    for made in (keras3_cnn(out), tabular(out), custom_layer(out)):
+    for made in (keras3_cnn(out), tabular(out), custom_layer(out), layer_norm_mlp(out)):
         print(" ".join(str(p) for p in made))

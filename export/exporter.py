@@ -15,7 +15,7 @@ from compress.ptq import QuantRecipe
 from models.artifacts import atomic_write_many, sizes_of, write_json
 from models.errors import UserError
 from models.loading import Subject
-from models.rewrites import has_rnn, unrolled
+from models.rewrites import has_layer_norm, has_rnn, moments_layer_norms, unrolled
 from models.spec import n_samples
 from models.training import keras_predict
 
@@ -39,6 +39,7 @@ class Converted:
     data: bytes
     batch: int | None  # None: dynamic batch axis
     notes: list[str] = field(default_factory=list)
+    flex: bool = False  # uses TF Select ops (LiteRT alone cannot run it)
 
 
 @dataclass
@@ -60,47 +61,57 @@ def _calibration(subject: Subject, recipe: QuantRecipe):
 def _tflite_batch_problem(data: bytes) -> str | None:
     """None if LiteRT runs this graph resized to a batch of 3 with the same results as one sample at a time.
 
-    Some dynamic-batch graphs resize without error but compute garbage (shape arithmetic folded at
-    batch 1), so the probe compares outputs rather than only checking that it runs.
+    Checked in the probe's child process: some converter outputs (a 16x8 LayerNormalization MLP) abort
+    LiteRT when resized, which in this process would kill the command with no message.
     """
-    import numpy as np
+    return _probe_bytes(data, batch_check=True)
+
+
+def _probe_bytes(data: bytes, batch_check: bool) -> str | None:
+    from .probe import probe
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.tflite"
         path.write_bytes(data)
-        try:
-            model = runtime.load(path)
-            rng = np.random.default_rng(0)
-            inputs = {}
-            for name, d in model._in.items():
-                shape = (3,) + tuple(int(s) for s in d["shape"][1:])
-                inputs[name] = (rng.random(shape) if d["dtype"] == np.float32 else np.zeros(shape)).astype(d["dtype"])
-            batched = model.predict(inputs)
-            single = [model.predict({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(3)]
-        except runtime.RuntimeModelError as e:
-            return str(e)
-    batched = batched if isinstance(batched, list) else [batched]
-    single = [s if isinstance(s, list) else [s] for s in single]
-    for j, out in enumerate(batched):
-        expected = np.concatenate([s[j] for s in single])
-        if not np.all(np.isfinite(out)) or not np.allclose(out, expected, atol=1e-5):
-            return "resized to a batch of 3 it computes different results than one sample at a time"
-    return None
+        (result,) = probe([path], batch_check=batch_check)
+    if result.ok:
+        return None
+    return result.error.replace(f"{path}: ", "").replace(str(path), "it at a batch of 3" if batch_check else "it")
 
 
 def _convert_tflite(subject, recipe, calibration, batch, allow_flex) -> Converted:
-    converted = _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex)
-    if has_rnn(subject.model):
-        converted.notes.insert(0, "recurrent layers unrolled over their static time axis: TFLite's fused "
-                                  "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see models/rewrites.py)")
+    model, notes = _tflite_source(subject.model, recipe)
+    converted = _convert_tflite_graph(model, recipe, calibration, batch, allow_flex)
+    converted.notes[:0] = notes
+    problem = converted.batch and not converted.flex and _tflite_run_problem(converted.data)
+    if problem:
+        raise UserError(f"LiteRT cannot run the {recipe} file the converter wrote: {problem}")
     return converted
 
 
-def _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex) -> Converted:
+def _tflite_source(model, recipe: QuantRecipe):
+    """The form of ``model`` to convert (see models/rewrites.py), with a note for each rewrite."""
+    notes, original = [], model
+    if has_rnn(original):
+        model = _SOURCE.get(original, "unrolled", lambda: unrolled(original))
+        notes.append("recurrent layers unrolled over their static time axis: TFLite's fused "
+                     "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see models/rewrites.py)")
+    if recipe.mode == "16x8" and has_layer_norm(model):
+        source = model  # the memo holds one model: key every form by the original
+        model = _SOURCE.get(original, ("moments", source is not original), lambda: moments_layer_norms(source))
+        notes.append("LayerNormalization computed from its moments: LiteRT aborts preparing the int16 SUB of the "
+                     "fused form's zero offset (see models/rewrites.py)")
+    return model, notes
+
+
+def _tflite_run_problem(data: bytes) -> str | None:
+    """None if LiteRT loads this static-batch graph and runs it once (in the probe's child: it may abort)."""
+    return _probe_bytes(data, batch_check=False)
+
+
+def _convert_tflite_graph(model, recipe, calibration, batch, allow_flex) -> Converted:
     from .tflite import FLEX_WARNING, NeedsFlex, convert
 
-    model = _SOURCE.get(subject.model, "unrolled", lambda: unrolled(subject.model)) if has_rnn(subject.model) \
-        else subject.model
     if batch:
         try:
             return Converted(convert(model, recipe, calibration, batch=batch), batch)
@@ -109,7 +120,7 @@ def _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex) -> Co
                 raise UserError(f"TFLite builtins cannot express this model ({e}); pass --allow-flex to use TF Select "
                                 "ops (the app then needs the Flex delegate)") from None
             return Converted(convert(model, recipe, calibration, batch=batch, allow_flex=True), batch,
-                             [f"warning: {FLEX_WARNING}"])
+                             [f"warning: {FLEX_WARNING}"], flex=True)
     try:
         data = convert(model, recipe, calibration)
     except NeedsFlex as e:
@@ -122,7 +133,7 @@ def _convert_tflite_graph(subject, recipe, calibration, batch, allow_flex) -> Co
                 raise UserError(f"TFLite builtins cannot express this model ({e2}); pass --allow-flex to use TF "
                                 "Select ops (the app then needs the Flex delegate)") from None
             return Converted(convert(model, recipe, calibration, allow_flex=True), None,
-                             [f"warning: {FLEX_WARNING}"])
+                             [f"warning: {FLEX_WARNING}"], flex=True)
     problem = _tflite_batch_problem(data)
     if problem:
         return Converted(convert(model, recipe, calibration, batch=1), 1,
@@ -151,21 +162,24 @@ def raw_input_normalizers(model) -> dict[str, str]:
             continue
         std = np.sqrt(np.maximum(np.ravel(np.asarray(layer.variance, np.float64)), 1e-30))
         if std.size > 1 and std.max() / std.min() > SPREAD_LIMIT:
-            found[layer.name] = (f"kept {layer.name} in float: it normalizes raw input features whose scales differ "
-                                 f"{std.max() / std.min():.0f}x (std {std.min():.3g} to {std.max():.3g}), which one "
-                                 "int8 input scale cannot hold")
+            found[layer.name] = (f"it normalizes raw input features whose scales differ {std.max() / std.min():.0f}x "
+                                 f"(std {std.min():.3g} to {std.max():.3g})")
     return found
 
 
 def _keep_raw_normalizers_float(subject: Subject, recipe: QuantRecipe) -> tuple[QuantRecipe, list[str]]:
     import dataclasses
 
-    if recipe.mode != "int8":
+    if recipe.mode not in ("int8", "16x8"):
         return recipe, []
     found = {k: v for k, v in raw_input_normalizers(subject.model).items() if k not in recipe.exclude}
     if not found:
         return recipe, []
-    return dataclasses.replace(recipe, exclude=tuple(recipe.exclude) + tuple(found)), list(found.values())
+    if recipe.mode == "16x8":  # 16x8 cannot deny-list layers (see QuantRecipe)
+        return recipe, [f"warning: {name} stays int16: {why}, which one int16 input scale cannot hold and 16x8 "
+                        "cannot keep layers in float (int8 does)" for name, why in found.items()]
+    return dataclasses.replace(recipe, exclude=tuple(recipe.exclude) + tuple(found)), [
+        f"kept {name} in float: {why}, which one int8 input scale cannot hold" for name, why in found.items()]
 
 
 def convert(subject: Subject, recipe: QuantRecipe, opset: int | None = None, batch: int | None = None,

@@ -199,7 +199,7 @@ _memo: dict[tuple, ProbeResult] = {}
 _FIELDS = set(ProbeResult.__dataclass_fields__)
 
 
-def _memo_key(path: Path, providers) -> tuple | None:
+def _memo_key(path: Path, providers, batch_check: bool = False) -> tuple | None:
     """The file's bytes and its metadata sidecar's (the runtime reads both)."""
     sidecar = Path(str(path) + ".json")
     try:
@@ -207,15 +207,18 @@ def _memo_key(path: Path, providers) -> tuple | None:
         side = hashlib.sha256(sidecar.read_bytes()).hexdigest() if sidecar.is_file() else None
     except OSError:
         return None
-    return digest, side, path.suffix.lower(), tuple(providers or ())
+    return digest, side, path.suffix.lower(), tuple(providers or ()), batch_check
 
 
-def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bool = True) -> list[ProbeResult]:
+def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bool = True,
+          batch_check: bool = False) -> list[ProbeResult]:
     """Probe every path in one child process; one :class:`ProbeResult` per path, in order.
 
     Never raises for a bad file: crashes, hangs (``timeout`` seconds per file) and errors are results.
-    ``memo`` reuses this process's earlier result for a file with the same bytes.
+    ``memo`` reuses this process's earlier result for a file with the same bytes. ``batch_check`` also
+    runs each file on a batch of 3 and one sample at a time (:func:`export.probe_child.batch_problem`).
     """
+    doing = "running" if batch_check else "loading"
     paths = [Path(p) for p in paths]
     results: list[ProbeResult | None] = [None] * len(paths)
     todo = []
@@ -224,7 +227,7 @@ def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bo
         if problem:
             results[i] = ProbeResult(str(path), False, problem, runtime_name(path))
             continue
-        key = _memo_key(path, providers) if memo else None
+        key = _memo_key(path, providers, batch_check) if memo else None
         if key is not None and key in _memo:
             cached = _memo[key]
             error = cached.error and cached.error.replace(cached.path, str(path))
@@ -237,7 +240,8 @@ def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bo
         for i, path, key in todo:
             if child is None:
                 child = _Child()
-            request = {"path": str(path.resolve()), "providers": list(providers) if providers else None}
+            request = {"path": str(path.resolve()), "providers": list(providers) if providers else None,
+                       "batch_check": batch_check}
             name = _CRASH_NAMES.get(path.suffix.lower(), "model")
             try:
                 answer = child.ask(request, timeout)
@@ -248,9 +252,9 @@ def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bo
                 if code == -signal.SIGINT:  # Ctrl-C reached the child first: an interruption, not a crash
                     raise KeyboardInterrupt
                 if code is not None and code < 0:
-                    error = f"the {name} runtime crashed loading {path} (signal {-code})"
+                    error = f"the {name} runtime crashed {doing} {path} (signal {-code})"
                 else:
-                    error = f"the {name} runtime process exited with code {code} loading {path}" + (
+                    error = f"the {name} runtime process exited with code {code} {doing} {path}" + (
                         f": {tail}" if tail else "")
                 results[i] = ProbeResult(str(path), False, error, runtime_name(path))
                 continue
@@ -258,7 +262,7 @@ def probe(paths, *, timeout: float = DEFAULT_TIMEOUT_S, providers=None, memo: bo
                 child.close()
                 child = None
                 results[i] = ProbeResult(str(path), False,
-                                         f"the {name} runtime did not finish loading {path} within {timeout:.0f} s",
+                                         f"the {name} runtime did not finish {doing} {path} within {timeout:.0f} s",
                                          runtime_name(path))
                 continue
             answer["error"] = answer.get("error") and answer["error"].replace(request["path"], str(path))

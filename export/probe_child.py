@@ -57,8 +57,40 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
-def probe_in_process(path: str, providers=None) -> ProbeResult:
-    """Load ``path`` and run it once on zeros, here. Use :func:`probe` unless you are the child."""
+BATCH_CHECK_SIZE = 3
+
+
+def batch_problem(model) -> str | None:
+    """None if ``model`` run on a batch of 3 gives what it gives one sample at a time.
+
+    Some dynamic-batch graphs resize without error but compute garbage (shape arithmetic folded at
+    batch 1), and some abort LiteRT outright, which is why this runs in the probe's child.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for spec in describe_inputs(model):
+        shape = (BATCH_CHECK_SIZE,) + tuple(1 if d is None else int(d) for d in spec["shape"][1:])
+        dtype = np.dtype(spec["dtype"])
+        inputs[spec["name"]] = (rng.random(shape) if dtype.kind == "f" else np.zeros(shape)).astype(dtype)
+    batched = model.predict(inputs)
+    single = [model.predict({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(BATCH_CHECK_SIZE)]
+    batched = batched if isinstance(batched, list) else [batched]
+    single = [s if isinstance(s, list) else [s] for s in single]
+    for j, out in enumerate(batched):
+        expected = np.concatenate([s[j] for s in single])
+        if not np.all(np.isfinite(out)) or not np.allclose(out, expected, atol=1e-5):
+            return (f"resized to a batch of {BATCH_CHECK_SIZE} it computes different results than one sample "
+                    "at a time")
+    return None
+
+
+def probe_in_process(path: str, providers=None, batch_check: bool = False) -> ProbeResult:
+    """Load ``path`` and run it once on zeros, here (``batch_check``: also :func:`batch_problem`).
+
+    Use :func:`probe` unless you are the child.
+    """
     import numpy as np
 
     from . import runtime
@@ -85,7 +117,9 @@ def probe_in_process(path: str, providers=None) -> ProbeResult:
             out = out if isinstance(out, list) else [out]
             result.outputs = [{"name": n, "shape": list(np.shape(v)), "dtype": np.asarray(v).dtype.name}
                               for n, v in zip(model.output_names, out)]
-        result.ok = True
+            if batch_check:
+                result.error = batch_problem(model)
+        result.ok = result.error is None
     except runtime.RuntimeModelError as e:
         result.error = _first_line(e)
     except MemoryError:
@@ -144,7 +178,7 @@ def child_main(argv: list[str]) -> int:
         if not limited and not _gpu_providers_present():
             _limit_memory(request["path"])
             limited = True
-        result = probe_in_process(request["path"], request.get("providers"))
+        result = probe_in_process(request["path"], request.get("providers"), bool(request.get("batch_check")))
         channel.write(PREFIX + json.dumps(asdict(result)) + "\n")
         channel.flush()
 

@@ -1,9 +1,10 @@
-"""Graph rewrites that keep the math and change the form: a fixed batch axis, unrolled recurrent layers.
+"""Graph rewrites that keep the math and change the form: a fixed batch axis, unrolled recurrent layers,
+layer normalization from its moments.
 
 Shared by export (converters that need them) and compress (QAT of recurrent models for TFLite)."""
 from __future__ import annotations
 
-from models.backend import keras
+from models.backend import keras, tf
 
 RNN_TYPES = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 
@@ -45,6 +46,43 @@ def unrolled(model):
                 if isinstance(config.get(key), dict):
                     config[key]["config"]["unroll"] = True
         return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class MomentsLayerNormalization(keras.layers.LayerNormalization):
+    """LayerNormalization computed as (x - mean) * rsqrt(var + eps) * gamma + beta, with the same weights.
+
+    tf_keras lowers LayerNormalization to a fused batch norm whose offset is a zeros constant; quantized
+    16x8, LiteRT's int16 SUB of that constant fails a check in its Prepare and aborts the process
+    (QuantizeMultiplierSmallerThanOneExp). This form has no such constant.
+    """
+
+    def call(self, inputs):
+        mean = tf.reduce_mean(inputs, axis=self.axis, keepdims=True)
+        centred = inputs - mean
+        variance = tf.reduce_mean(centred * centred, axis=self.axis, keepdims=True)  # no int16 SQUARED_DIFFERENCE
+        outputs = centred * tf.math.rsqrt(variance + self.epsilon)
+        if self.scale:
+            outputs = outputs * self.gamma
+        if self.center:
+            outputs = outputs + self.beta
+        return outputs
+
+
+def has_layer_norm(model) -> bool:
+    return any(type(layer) is keras.layers.LayerNormalization for layer in model.layers)
+
+
+def moments_layer_norms(model):
+    """A copy with every (top-level) LayerNormalization computed from its moments, same weights."""
+
+    def clone(layer):
+        if type(layer) is keras.layers.LayerNormalization:
+            return MomentsLayerNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

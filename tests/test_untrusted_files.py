@@ -62,7 +62,7 @@ def test_probe_child_isolates_crashes_and_hangs(assets, tmp_path, monkeypatch):
     code = ("import os, signal, sys, time\n"
             "import export.probe_child as p\n"
             "real = p.probe_in_process\n"
-            "def fake(path, providers=None):\n"
+            "def fake(path, providers=None, batch_check=False):\n"
             "    name = os.path.basename(path)\n"
             "    if name.startswith('crash'): os.kill(os.getpid(), signal.SIGSEGV)\n"
             "    if name.startswith('abort'): os.abort()\n"
@@ -107,7 +107,7 @@ def test_probe_reads_a_child_whose_pipe_fd_is_above_1023(assets, tmp_path):
 
 def test_export_run_reports_a_runtime_crash(assets, cli, tmp_path, monkeypatch):
     code = ("import os, signal, sys\nimport export.probe_child as p\n"
-            "p.probe_in_process = lambda path, providers=None: os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "p.probe_in_process = lambda path, providers=None, batch_check=False: os.kill(os.getpid(), signal.SIGSEGV)\n"
             "sys.exit(p.main())\n")
     monkeypatch.setattr(probe_mod, "child_command", lambda: [sys.executable, "-c", code])
     monkeypatch.setattr(probe_mod, "_memo", {})  # the same bytes probed fine earlier in this process
