@@ -15,7 +15,8 @@ from compress.ptq import QuantRecipe
 from models.artifacts import atomic_write_many, sizes_of, write_json
 from models.errors import UserError
 from models.loading import Subject
-from models.rewrites import has_layer_norm, has_rnn, moments_layer_norms, unrolled
+from models.rewrites import (has_rnn, moments_forms_needed, moments_forms, signable_inputs, unrolled,
+                             unsignable_input_names)
 from models.spec import n_samples
 from models.training import keras_predict
 
@@ -92,15 +93,27 @@ def _convert_tflite(subject, recipe, calibration, batch, allow_flex) -> Converte
 def _tflite_source(model, recipe: QuantRecipe):
     """The form of ``model`` to convert (see models/rewrites.py), with a note for each rewrite."""
     notes, original = [], model
-    if has_rnn(original):
-        model = _SOURCE.get(original, "unrolled", lambda: unrolled(original))
+    odd = unsignable_input_names(original)
+    if odd and len(original.inputs) > 1:  # data and apps feed several inputs by name: renaming would break both
+        raise UserError(f"TFLite signatures cannot carry the input name(s) {', '.join(map(repr, odd))} (TensorFlow "
+                        "allows letters, digits and . _ - /): rename those keras.Input layers and save the model "
+                        "again (ONNX export takes them as they are)")
+    if odd:
+        model = _SOURCE.get(original, "signable", lambda: signable_inputs(original))
+        notes.append(f"the input {odd[0]!r} is named {model.input_names[0]!r} in the .tflite file: TFLite signatures "
+                     "cannot carry spaces or ':'")
+    if has_rnn(model):
+        source = model
+        model = _SOURCE.get(original, ("unrolled", source is not original), lambda: unrolled(source))
         notes.append("recurrent layers unrolled over their static time axis: TFLite's fused "
                      "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see models/rewrites.py)")
-    if recipe.mode == "16x8" and has_layer_norm(model):
+    forms = moments_forms_needed(model, recipe.mode)
+    if forms:
         source = model  # the memo holds one model: key every form by the original
-        model = _SOURCE.get(original, ("moments", source is not original), lambda: moments_layer_norms(source))
-        notes.append("LayerNormalization computed from its moments: LiteRT aborts preparing the int16 SUB of the "
-                     "fused form's zero offset (see models/rewrites.py)")
+        model = _SOURCE.get(original, ("moments", recipe.mode, bool(odd), has_rnn(original)),
+                            lambda: moments_forms(source, recipe.mode))
+        notes.append(f"{', '.join(forms)} computed from its moments for {recipe.mode}: LiteRT cannot prepare or "
+                     "calibrate the form tf_keras lowers it to (see models/rewrites.py)")
     return model, notes
 
 

@@ -83,6 +83,20 @@ def _register_activations() -> None:
             tf_keras.saving.register_keras_serializable("ct_keras3", fn.__name__)(fn)
 
 
+def is_own_activation(registered_name) -> bool:
+    """Whether a tf_keras file's function reference is one of the stand-ins above (registering them so it loads)."""
+    if not isinstance(registered_name, str) or not registered_name.startswith("ct_keras3>"):
+        return False
+    _register_activations()
+    return registered_name in {f"ct_keras3>{fn.__name__}" for fn in ACTIVATIONS.values()}
+
+
+def _keras3_activations(k3) -> dict:
+    """The stand-ins by their registered names, as Keras 3's own functions (for results written back)."""
+    return {f"ct_keras3>{fn.__name__}": getattr(k3.activations, name) for name, fn in ACTIVATIONS.items()
+            if name != "hard_swish"}
+
+
 def _activations(config: dict) -> dict:
     """Layer configs whose activation is Keras 3's own take the tf_keras function that computes the same."""
     if isinstance(config.get("activation"), str) and config["activation"] in ACTIVATIONS:
@@ -227,6 +241,8 @@ def to_tf_keras(model, check: bool = True, inputs=None):
             outputs[(name, node_index)] = list(result) if isinstance(result, (list, tuple)) else [result]
 
     def ends(spec):
+        if isinstance(spec, dict):  # keras.Model({"image": a, "table": b}, ...): inputs by name, in the dict's order
+            spec = list(spec.values())
         if spec and isinstance(spec[0], str):  # one [name, node, index]
             spec = [spec]
         return [outputs[(n, node)][i] for n, node, i in spec]
@@ -301,7 +317,8 @@ def to_keras3(model, inputs=None):
         h5 = Path(tmp) / "model.h5"
         model.save(h5, include_optimizer=False)
         try:
-            back = k3.saving.load_model(h5, compile=False)
+            _register_activations()
+            back = k3.saving.load_model(h5, compile=False, custom_objects=_keras3_activations(k3))
         except Exception as e:
             raise BridgeError("the result cannot be written back as a Keras 3 model: "
                               f"{str(e).strip().splitlines()[0][:200]}") from None

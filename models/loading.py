@@ -55,6 +55,10 @@ def _module_allowed(module: str, class_name: str, registered_name, trusted=()) -
         return True
     if class_name in trusted or registered_name in trusted:
         return True
+    from .keras3 import is_own_activation
+
+    if is_own_activation(registered_name):  # the toolkit's tf_keras stand-in for a Keras 3 activation
+        return True
     from .backend import keras
 
     obj = keras.saving.get_registered_object(registered_name) if isinstance(registered_name, str) else None
@@ -88,8 +92,11 @@ def _scan_config(config, path: Path, trusted=()) -> None:
             if isinstance(key, str) and key.endswith("_type") and value == "lambda":
                 _refuse(path, f"serialized Python code (a lambda in {class_name or 'a layer'})")
         module = node.get("module")
+        registered = node.get("registered_name")
+        if class_name == "function" and registered == "function":  # tf_keras names a registered function here
+            registered = node.get("config")
         if class_name is not None and isinstance(module, str) and not _module_allowed(
-                module, str(class_name), node.get("registered_name"), trusted):
+                module, str(class_name), registered, trusted):
             inner = node.get("config")
             name = inner if class_name == "function" and isinstance(inner, str) else class_name
             _refuse(path, f"a reference to the Python object {module}.{name}, which is neither part of Keras "

@@ -4,6 +4,8 @@ layer normalization from its moments.
 Shared by export (converters that need them) and compress (QAT of recurrent models for TFLite)."""
 from __future__ import annotations
 
+import re
+
 from models.backend import keras, tf
 
 RNN_TYPES = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
@@ -11,11 +13,33 @@ RNN_TYPES = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
 
 def with_static_batch(model, batch: int):
     """A copy of ``model`` whose inputs have batch size ``batch`` (same names, same weights)."""
-    inputs = [keras.Input(batch_shape=(batch,) + tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
-              for t in model.inputs]
+    return _with_inputs(model, batch, [t.name.split(":")[0] for t in model.inputs])
+
+
+def _with_inputs(model, batch, names):
+    inputs = [keras.Input(batch_shape=(batch,) + tuple(t.shape[1:]), dtype=t.dtype, name=name)
+              for t, name in zip(model.inputs, names)]
     clone = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
     clone.set_weights(model.get_weights())
     return clone
+
+
+#: what TensorFlow accepts as a SavedModel signature's input name (TFLite signatures come from it)
+_SIGNATURE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")
+
+
+def unsignable_input_names(model) -> list[str]:
+    """The model's input names that a TFLite signature cannot carry (a space, a ':')."""
+    names = list(getattr(model, "input_names", None) or [t.name for t in model.inputs])
+    return [n for n in names if not _SIGNATURE_NAME.fullmatch(n)]
+
+
+def signable_inputs(model):
+    """A copy whose inputs are named so that a SavedModel/TFLite signature can carry them, same weights."""
+    names = list(getattr(model, "input_names", None) or [t.name for t in model.inputs])
+    fixed = [n if _SIGNATURE_NAME.fullmatch(n) else re.sub(r"[^A-Za-z0-9_.\-/]", "_", n).lstrip("_-/") or "input"
+             for n in names]
+    return _with_inputs(model, None, fixed)
 
 
 def _is_rnn(layer) -> bool:
@@ -72,16 +96,51 @@ class MomentsLayerNormalization(keras.layers.LayerNormalization):
         return outputs
 
 
-def has_layer_norm(model) -> bool:
-    return any(type(layer) is keras.layers.LayerNormalization for layer in model.layers)
+class MomentsGroupNormalization(keras.layers.GroupNormalization):
+    """GroupNormalization over static group shapes, with the same weights.
+
+    tf_keras' form builds a mask with ones_like/broadcast_to on the dynamic shape; TFLite's int8 calibration
+    fails on that BROADCAST_TO ("Output shape must be broadcastable from input shape").
+    """
+
+    def call(self, inputs, mask=None):
+        rank = inputs.shape.rank
+        axis = self.axis % rank
+        dims = [-1] + [int(d) for d in inputs.shape[1:]]
+        grouped = dims[:axis] + [self.groups, dims[axis] // self.groups] + dims[axis + 1:]
+        x = tf.reshape(inputs, grouped)
+        axes = [i for i in range(1, rank + 1) if i != axis]
+        mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        variance = tf.reduce_mean(centred * centred, axis=axes, keepdims=True)
+        outputs = tf.reshape(centred * tf.math.rsqrt(variance + self.epsilon), dims)
+        shape = [1] * rank
+        shape[axis] = dims[axis]
+        if self.scale:
+            outputs = outputs * tf.reshape(self.gamma, shape)
+        if self.center:
+            outputs = outputs + tf.reshape(self.beta, shape)
+        return outputs
 
 
-def moments_layer_norms(model):
-    """A copy with every (top-level) LayerNormalization computed from its moments, same weights."""
+#: layers that a quantized TFLite file needs in another form: {tf_keras class: (rewritten class, quantized modes)}
+MOMENTS_FORMS = {keras.layers.LayerNormalization: (MomentsLayerNormalization, ("16x8",)),
+                 keras.layers.GroupNormalization: (MomentsGroupNormalization, ("int8", "16x8"))}
+
+
+def moments_forms_needed(model, mode: str) -> list[str]:
+    """Names of the normalization layer classes in ``model`` that ``mode`` needs in their moments form."""
+    return sorted({type(layer).__name__ for layer in model.layers
+                   if type(layer) in MOMENTS_FORMS and mode in MOMENTS_FORMS[type(layer)][1]})
+
+
+def moments_forms(model, mode: str):
+    """A copy with every (top-level) normalization layer that ``mode`` needs computed from its moments."""
 
     def clone(layer):
-        if type(layer) is keras.layers.LayerNormalization:
-            return MomentsLayerNormalization.from_config(layer.get_config())
+        form = MOMENTS_FORMS.get(type(layer))
+        if form and mode in form[1]:
+            return form[0].from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)

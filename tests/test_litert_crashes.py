@@ -24,14 +24,14 @@ def tf_keras_ln(tmp_path_factory):
 
 def test_moments_layer_norm_matches_keras():
     from models.backend import keras
-    from models.rewrites import moments_layer_norms
+    from models.rewrites import moments_forms
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((5, 12))
     layer = keras.layers.LayerNormalization(epsilon=1e-3)
     model = keras.Model(inputs, layer(keras.layers.Dense(12)(inputs)))
     layer.set_weights([rng.normal(1, 0.3, 12).astype("float32"), rng.normal(0, 0.3, 12).astype("float32")])
-    rewritten = moments_layer_norms(model)
+    rewritten = moments_forms(model, "16x8")
     assert [type(x).__name__ for x in rewritten.layers][-1] == "MomentsLayerNormalization"
     x = rng.normal(3, 5, (4, 5, 12)).astype("float32")
     np.testing.assert_allclose(rewritten(x).numpy(), model(x).numpy(), atol=2e-5)
