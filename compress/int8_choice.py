@@ -254,7 +254,8 @@ def measure(fp32: bytes, build: Callable[[Flavour], bytes], feeds: list[dict], h
     others = ", ".join(f"{c.name} {c.ms:.3g} ms" for c in accepted[1:])
     reason = (f"fastest accurate flavour at batch 1, 1 thread: {best.ms:.3g} ms vs fp32 {fp32_ms:.3g} ms "
               f"({fp32_ms / best.ms:.2f}x)" + (f"; {others}" if others else "")
-              + f"; error vs fp32 {best.error:.3g}"
+              + f"; relative RMS error vs fp32 {best.error:.3g} (accurate: within {limit:.3g}, from the best "
+                f"flavour's {best_error:.3g}; the task metric is checked on the file itself)"
               + (f"; every int8 flavour is slower than fp32 here (the model is too small or its ops are not "
                  f"int8 kernels: dequantize/requantize overhead dominates)" if best.ms > fp32_ms else "")
               + "".join(f"; rejected {c.name}: {c.rejected}" for c in candidates if c.rejected))
