@@ -246,6 +246,9 @@ def _auto(args):
         out.print(f"{c.runtime:<16} {c.label:<44} {c.size / 1024:9.1f} KiB {c.p50_ms:9.4g} ms  "
                   f"{subject.metric.name} {c.metric:.4f}  drop {c.drop_text()}  {verdict}"
                   + ("  (from the search log)" if c.resumed else ""))
+        for note in c.notes:
+            if note.startswith("warning: ") and not c.within_budget:  # the likely why of a loss (all in auto.json)
+                out.print(f"{'':<17}{note}")
 
     result = auto(subject, spec, progress, say=out.print)
     for note in result.notes:

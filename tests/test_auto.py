@@ -286,3 +286,20 @@ def test_real_mixed_precision_ranks_keras_layers_and_lists_each_candidate_once(m
     keys = [c.key for c in result.candidates]
     assert len(keys) == len(set(keys))
     assert any(c.stage == "mixed" for c in result.candidates)
+
+
+def test_latency_is_the_median_of_several_sessions(searched, mlp, monkeypatch):
+    """One runtime session of a file can be far slower than the next for its whole life: the score takes the
+    median session, loading the file once per session."""
+    from benchmarks.runner import stats
+    from compress import auto_eval
+    from export import runtime
+
+    path = searched.choices["litert"].path
+    real_load, loads = runtime.load, []
+    monkeypatch.setattr(runtime, "load", lambda p, **kwargs: loads.append(p) or real_load(p, **kwargs))
+    session_ms = iter([5.0, 1.0, 2.0])
+    monkeypatch.setattr(auto_eval, "latency", lambda loaded, x, method=None: stats([next(session_ms)] * 4))
+    score = auto_eval.score_file(mlp, auto_eval.reference(mlp, 200), path, "litert")
+    assert len(loads) == auto_eval.SESSIONS == 3
+    assert score.p50_ms == 2.0 and score.runs == 12
