@@ -319,9 +319,11 @@ def to_keras3(model, inputs=None):
         try:
             _register_activations()
             back = k3.saving.load_model(h5, compile=False, custom_objects=_keras3_activations(k3))
-        except Exception as e:
+        except Exception as e:  # Keras puts the cause after a long config dump: show the cause
+            text = str(e).strip()
+            cause = text.rsplit("Exception encountered:", 1)[-1].strip() if "Exception encountered:" in text else text
             raise BridgeError("the result cannot be written back as a Keras 3 model: "
-                              f"{str(e).strip().splitlines()[0][:200]}") from None
+                              f"{(cause.splitlines() or [''])[0][:300]}") from None
         check_parity(model, back, inputs, "the Keras 3 copy of the result")
     return back
 

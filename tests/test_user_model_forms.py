@@ -137,3 +137,17 @@ def test_several_inputs_a_signature_cannot_carry_are_one_line_naming_them(tmp_pa
     r = cli("export", "tflite", path, "--data", data, "-o", tmp_path / "two.tflite")
     assert_one_line_error(r, "'left side'", "rename those keras.Input layers")
     assert not (tmp_path / "two.tflite").exists()
+
+
+def test_a_result_keras3_cannot_read_back_names_the_cause_not_the_config(monkeypatch):
+    from models import keras3 as bridge
+    from models.backend import keras
+
+    def refuse(*args, **kwargs):
+        raise TypeError("Error when deserializing class 'Conv1D' using config={'name': 'c', " + "'x': 1, " * 80
+                        + "}.\n\nException encountered: Could not locate function 'my_act'.")
+
+    monkeypatch.setattr(bridge.keras3().saving, "load_model", refuse)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(bridge.BridgeError, match="Could not locate function 'my_act'"):
+        bridge.to_keras3(model)
