@@ -79,15 +79,19 @@ def test_auto_on_a_tf_keras_layer_norm_model_scores_16x8(tf_keras_ln, tmp_path):
     assert result.choices["litert"].path.exists()
 
 
-def test_auto_on_the_keras3_model_that_aborted_litert_finishes(run_cli, tmp_path):
+def test_auto_on_the_keras3_model_that_aborted_litert_finishes(cli, tmp_path, monkeypatch):
+    """The command that died with SIGABRT, on the same Keras 3 model (PTQ candidates only, to keep it short)."""
+    from compress import auto
+
+    monkeypatch.setattr(auto, "TECHNIQUES", ())
     path, data = user_models.layer_norm_mlp(tmp_path, "keras3", n=600, epochs=6)
     out = tmp_path / "auto"
-    r = run_cli("compress", "auto", path, "--data", data, "--max-drop", "0.01", "--runtime", "litert", "-o", out)
-    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    r = cli("compress", "auto", path, "--data", data, "--max-drop", "0.01", "--runtime", "litert", "-o", out)
+    assert r.returncode == 0, r.stderr
     result = json.loads((out / "auto.json").read_text())
     (c16,) = [c for c in result["candidates"] if c["recipe"]["mode"] == "16x8"]
     assert c16["status"] == "scored", c16["reason"]
     assert any(MOMENTS_NOTE in n for n in c16["notes"]) and any("stays int16" in n for n in c16["notes"])
     assert (out / "best-litert.tflite").exists()
-    if c16["within_budget"] is False:  # its likely cause is on the console, not only in auto.json
-        assert "stays int16" in r.stdout.replace("\n", "")
+    # the raw incomes share one int16 input scale with a 0..1 ratio: 16x8 loses, and the console says why
+    assert c16["within_budget"] is False and "stays int16" in r.stdout.replace("\n", "")
