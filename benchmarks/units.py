@@ -59,7 +59,14 @@ def make_source(name: str, cfg):
         options["custom_objects"] = ref
         known = [r for r in os.environ.get(CUSTOM_OBJECTS_ENV, "").split(os.pathsep) if r]
         os.environ[CUSTOM_OBJECTS_ENV] = os.pathsep.join(dict.fromkeys(known + [ref]))
-    return Source(name, tiny=cfg.tiny, cache=None if cfg.cache is None else str(cfg.cache), **options)
+    return Source(name, tiny=cfg.tiny, cache=absolute_cache(cfg), **options)
+
+
+def absolute_cache(cfg) -> str:
+    """The sweep's cache folder as an absolute path: builders run in the project folder, not the user's."""
+    from models.artifacts import cache_dir
+
+    return str(cache_dir(cfg.cache).resolve())
 
 
 def make_unit(name: str, cfg) -> Unit:
@@ -82,4 +89,4 @@ def make_unit(name: str, cfg) -> Unit:
 def build_request(unit: Unit, cfg, missing: list[str]) -> dict:
     """What benchmarks.build needs to rebuild ``unit``'s missing variants in a child process."""
     return {"model": unit.subject.name, "source": unit.source.as_dict(), "key": unit.key,
-            "cache": None if cfg.cache is None else str(cfg.cache), "variants": missing}
+            "cache": absolute_cache(cfg), "variants": missing}

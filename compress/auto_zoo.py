@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,15 +67,22 @@ def budget_args(metric_in_unit_range: bool, max_drop: float) -> list[str]:
 def run_one(model: str, out: Path, max_drop: float, tiny: bool, time_budget: float | None) -> dict | None:
     """One model's search (resumed from its log); its auto.json, or None with the reason printed."""
     from models import registry
+    from models.artifacts import CACHE_ENV, cache_dir
 
     spec = registry.get(model)
     unit = spec.metric.higher_is_better and 0.0 <= spec.quality_bar <= 1.0  # the bar shows the metric's scale
+    out = Path(out).resolve()  # the search runs in the project folder, not this one
     cmd = [sys.executable, "-m", "compress", "auto", model, *budget_args(unit, max_drop), "-o", str(out / model)]
     if tiny:
         cmd.append("--tiny")
     if time_budget:
         cmd += ["--time-budget", str(time_budget)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ)
+    if env.get(CACHE_ENV):
+        env[CACHE_ENV] = str(Path(env[CACHE_ENV]).resolve())
+    else:
+        env[CACHE_ENV] = str(cache_dir().resolve())  # ./.cache of this folder, as `compress auto` here would use
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         print(f"{model}: auto failed: {(res.stderr.strip().splitlines() or ['no output'])[-1]}", flush=True)
         return None

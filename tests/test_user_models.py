@@ -293,3 +293,17 @@ def test_keras3_model_export_savedmodel_exports_and_techniques_say_why_not(files
     assert before > 0.9 and before - after <= 0.01
     r = cli("compress", "prune", saved, "--data", files["k3_data"], "-o", tmp_path / "p.keras")
     assert r.returncode == 2 and "no layers with weights" in r.stderr and not (tmp_path / "p.keras").exists()
+
+
+def test_relative_paths_are_the_users_folder_not_the_builders(files, cli, tmp_path):
+    """Builders run in the project folder: a relative --cache-dir (and model path) must still mean the user's."""
+    import shutil
+
+    from benchmarks.build import ROOT
+
+    shutil.copy(files["k3"], tmp_path / "mine.keras")
+    r = cli("benchmarks", "run", "--models", "mine.keras", "--variants", "tflite-fp32", "--runtimes", "litert",
+            "--batch", "1", "--threads", "1", "--quick", "--out", "res", "--cache-dir", "cache", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert list((tmp_path / "cache" / "variants").glob("mine-*/tflite-fp32.tflite"))
+    assert not (ROOT / "cache").exists() and (tmp_path / "res" / "results.db").exists()
