@@ -56,14 +56,18 @@ def test_keras3_dict_inputs_with_group_norm_export_int8(dict_model, cli, tmp_pat
         assert "GroupNormalization computed from its moments for int8" in r.stdout.replace("\n", "")
 
 
-def test_keras3_dict_inputs_come_back_as_keras3_taking_the_same_dict(dict_model, cli, tmp_path):
+def _pruned_in_keras3(cli, model_and_data, out):
+    """``compress prune`` the user's Keras 3 file, opened back with the user's own Keras."""
     import keras
 
-    path, data = dict_model
-    r = cli("compress", "prune", path, "--data", data, "--sparsity", "0.5", "--epochs", "1", "-o",
-            tmp_path / "p.keras")
+    path, data = model_and_data
+    r = cli("compress", "prune", path, "--data", data, "--sparsity", "0.5", "--epochs", "1", "-o", out)
     assert r.returncode == 0, r.stderr
-    pruned = keras.saving.load_model(tmp_path / "p.keras")
+    return keras.saving.load_model(out)
+
+
+def test_keras3_dict_inputs_come_back_as_keras3_taking_the_same_dict(dict_model, cli, tmp_path):
+    pruned = _pruned_in_keras3(cli, dict_model, tmp_path / "p.keras")
     x, y = _two_inputs(40, seed=9)
     assert pruned.predict(x, verbose=0).shape == (40, 4)
 
@@ -84,13 +88,7 @@ def hard_swish_model(tmp_path_factory):
 
 
 def test_hard_swish_model_through_a_technique_comes_back_with_keras3_activations(hard_swish_model, cli, tmp_path):
-    import keras
-
-    path, data = hard_swish_model
-    r = cli("compress", "prune", path, "--data", data, "--sparsity", "0.5", "--epochs", "1", "-o",
-            tmp_path / "p.keras")
-    assert r.returncode == 0, r.stderr
-    pruned = keras.saving.load_model(tmp_path / "p.keras")
+    pruned = _pruned_in_keras3(cli, hard_swish_model, tmp_path / "p.keras")
     activations = [layer.get_config().get("activation") for layer in pruned.layers]
     assert [a for a in activations if a][:2] == ["hard_silu", "hard_sigmoid"], activations
 
