@@ -22,6 +22,9 @@ MIN_VALID = 0.9  # fraction of resamples whose metric must be defined (e.g. roc_
 #: whole life (transformer fp32, 1 thread, AVX-512 host: 0.175 ms in 8 of 10 sessions, 0.28 ms in 2), so one
 #: session can flip a choice or invent a speedup; the median of 3 is off only when 2 of 3 are.
 SESSIONS = 3
+#: the fastest candidates inside the budget that are timed again side by side at the end (with fp32), and how often
+FINALISTS = 4
+ROUNDS = 3
 
 
 @dataclass
@@ -141,3 +144,18 @@ def score_file(subject, ref: Reference, path: Path, runtime: str, method=None) -
     raw, gz = sizes(path)
     return Score(value, drop_of(ref, value), low, high, note, raw, gz, stats.p50, stats.p50_ci,
                  sum(t.runs for t in timed), init_ms, sha256_file(path))
+
+
+def interleaved_p50s(files: dict, runtime: str, x, rounds: int = ROUNDS, method=None) -> dict[str, list[float]]:
+    """Batch-1, 1-thread p50 of each file in ``rounds`` rounds, one fresh session per file per round, the order
+    rotated each round: files timed side by side see the same host state (see _Search.retime_finalists)."""
+    from benchmarks import runtimes
+
+    keys = list(files)
+    out = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            loaded = runtimes.by_name(runtime).load(files[k], 1)
+            out[k].append(latency(loaded, x, method).p50)
+            del loaded
+    return out

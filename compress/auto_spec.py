@@ -149,6 +149,7 @@ class Candidate:
     sha256: str | None = None
     notes: list = field(default_factory=list)
     seconds: float = 0.0
+    finalist: bool = False  # timed again side by side with the other fastest inside the budget
     # the verdict, set when choosing (not stored in the log)
     resumed: bool = False
     within_budget: bool | None = None
@@ -158,7 +159,7 @@ class Candidate:
 
     LOGGED = ("runtime", "chain", "stage", "recipe", "technique", "key", "status", "reason", "metric", "drop",
               "ci_low", "ci_high", "ci_note", "size", "size_gzip", "p50_ms", "p50_ci", "runs", "init_ms", "sha256",
-              "notes", "seconds")
+              "notes", "seconds", "finalist")
 
     @property
     def label(self) -> str:

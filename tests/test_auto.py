@@ -303,3 +303,43 @@ def test_latency_is_the_median_of_several_sessions(searched, mlp, monkeypatch):
     score = auto_eval.score_file(mlp, auto_eval.reference(mlp, 200), path, "litert")
     assert len(loads) == auto_eval.SESSIONS == 3
     assert score.p50_ms == 2.0 and score.runs == 12
+
+
+def test_finalists_are_timed_again_side_by_side_and_the_choice_follows(mlp, tmp_path, monkeypatch):
+    """Timings taken minutes apart are re-taken interleaved at the end; the choice, its notes and the search log
+    (so a resumed search) all use the side-by-side figures."""
+    from compress import auto_eval
+
+    spec = AutoSpec(tmp_path, max_drop=0.5, runtimes=("litert",), techniques=(), mixed_precision=False,
+                    resamples=200)
+    asked = {}
+
+    def side_by_side(files, runtime, x, rounds=3, method=None):
+        asked.update(files)
+        assert all(p.exists() for p in files.values())
+        order = sorted(files)  # make the last finalist (by key) the fastest, whatever it measured alone
+        return {k: [1.0 + order[::-1].index(k)] * rounds for k in files}
+
+    monkeypatch.setattr(auto_eval, "interleaved_p50s", side_by_side)
+    result = auto(mlp, spec)
+    finalists = [c for c in result.candidates if c.key in asked]
+    assert len(finalists) >= 2 and all(any("timed again beside" in n for n in c.notes) for c in finalists)
+    fastest = max(asked)
+    assert result.choices["litert"].candidate.key == fastest
+    assert next(c for c in finalists if c.key == fastest).p50_ms == 1.0
+    assert AutoLog(tmp_path / LOG_NAME).get(fastest)["p50_ms"] == 1.0
+    again = auto(mlp, spec)  # resumed: no files to time again, the logged side-by-side figures decide
+    assert again.new == 0 and again.choices["litert"].candidate.key == fastest
+
+
+def test_interleaved_timing_rotates_the_order_and_uses_fresh_sessions(searched, monkeypatch):
+    from compress import auto_eval
+    from export import runtime
+
+    path = searched.choices["litert"].path
+    real_load, loads = runtime.load, []
+    monkeypatch.setattr(runtime, "load", lambda p, **kwargs: loads.append(p) or real_load(p, **kwargs))
+    files = {"a": path, "b": path, "c": path}
+    timed = auto_eval.interleaved_p50s(files, "litert", np.zeros((4, 4), "float32"), rounds=3)
+    assert {k: len(v) for k, v in timed.items()} == {"a": 3, "b": 3, "c": 3} and len(loads) == 9
+    assert all(v > 0 for vs in timed.values() for v in vs)
