@@ -13,7 +13,6 @@ one with the smallest drop is written anyway and the output says the budget was 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import shutil
 import time
@@ -37,37 +36,11 @@ class _TimeUp(Exception):
 
 # ---------------------------------------------------------------------------------------------------- search
 
-def _array_digest(h, obj) -> None:
-    if obj is None:
-        h.update(b"none")
-    elif isinstance(obj, dict):
-        for k in sorted(obj):
-            h.update(str(k).encode())
-            _array_digest(h, obj[k])
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _array_digest(h, v)
-    else:
-        a = np.ascontiguousarray(np.asarray(obj))
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.view(np.uint8).data if a.dtype != object else repr(a.tolist()).encode())
-
-
-def data_digest(splits) -> str:
-    """The content of the data a score depends on (train: calibration and fine-tuning; test: the metric)."""
-    h = hashlib.blake2b(digest_size=16)
-    for split in (splits.train, splits.test):
-        _array_digest(h, split.x)
-        _array_digest(h, split.y)
-    return h.hexdigest()
-
-
 class _Search:
     def __init__(self, subject, spec: AutoSpec, progress: Callable | None):
         from models.artifacts import sha256_file
 
-        from . import auto_eval, finetune
-        from .auto_log import AutoLog
+        from . import auto_eval, auto_log, finetune
         from .int8_choice import host_description
 
         self.subject, self.spec, self.progress = subject, spec, progress or (lambda c: None)
@@ -76,10 +49,10 @@ class _Search:
         self.formats = {rt: runtime_format(rt) for rt in spec.runtimes}
         spec.out.mkdir(parents=True, exist_ok=True)
         self.scratch = spec.out / "candidates"
-        self.log = AutoLog(spec.out / LOG_NAME)
+        self.log = auto_log.AutoLog(spec.out / LOG_NAME)
         self.model_hash = sha256_file(subject.path)
         host = host_description()
-        self.context = {"data": data_digest(subject.splits), "metric": subject.metric.name,
+        self.context = {"data": auto_log.data_digest(subject.splits), "metric": subject.metric.name,
                         "host": {k: host[k] for k in ("cpu", "machine", "cores", "onnxruntime")},
                         "resamples": spec.resamples, "seed": spec.seed}
         self.ref = auto_eval.reference(subject, spec.resamples, spec.seed)
@@ -228,40 +201,6 @@ class _Search:
         subject = dataclasses.replace(self.subject, model=model, path=path)
         subject.notes = [f"{technique.step}: {meta['summary']}; fine-tuning: {meta['fine_tuning']}"]
         return subject
-
-    def retime_finalists(self) -> None:
-        """Time the fastest candidates inside the budget (and fp32) again, interleaved in fresh sessions; the
-        choice is then made among them (auto_choice.choose).
-
-        Each was timed alone when it was scored, minutes apart; at µs scale this host drifts between states
-        (one file: 3.1 µs in some runs of sessions, 4.6-5.5 µs in others), so the choice and its ratio to fp32
-        are made from timings taken side by side. The new figures go to the search log, so a resumed search
-        chooses as this one did.
-        """
-        from . import auto_eval
-
-        for rt in self.formats:
-            if self.time_up():
-                return
-            inside = sorted((c for c in self.candidates if c.runtime == rt and c.key in self.kept and
-                             self.passes(c) and not c.resumed), key=lambda c: c.p50_ms)
-            finalists = inside[:auto_eval.FINALISTS]
-            fp32 = self.fp32.get(rt)
-            if fp32 is not None and fp32 in inside and fp32 not in finalists:
-                finalists.append(fp32)
-            if len(finalists) < 2:
-                continue
-            timed = auto_eval.interleaved_p50s({c.key: self.kept[c.key] for c in finalists}, rt,
-                                               self.subject.splits.test.x)
-            for c in finalists:
-                p50s = sorted(timed[c.key])
-                median = p50s[len(p50s) // 2]
-                c.notes.append(f"timed again beside {len(finalists) - 1} other finalist(s), interleaved in "
-                               f"{len(p50s)} fresh sessions each: {', '.join(f'{v:.4g}' for v in timed[c.key])} ms "
-                               f"(was {c.p50_ms:.4g} ms timed alone)")
-                c.p50_ms, c.p50_ci = median, (p50s[-1] - p50s[0]) / 2 / median if median > 0 else c.p50_ci
-                c.finalist = True
-                self.log.put(c.key, c.logged())
 
     # -- the stages -----------------------------------------------------------------------------------------
     def search(self) -> None:
@@ -414,7 +353,7 @@ def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None =
             f"drop{' (95% upper bound)' if spec.strict else ''} is at most {search.budget:.4g}; fine-tuning: "
             f"{search.plan.describe()}")
     search.search()
-    search.retime_finalists()
+    auto_choice.retime_finalists(search)
     choices = auto_choice.choose(search)
     for choice in choices.values():
         search.write_best(choice)

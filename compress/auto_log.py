@@ -8,16 +8,19 @@ it finished, never a torn one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from models.artifacts import key_of
 from models.errors import UserError
 
 #: bump when scoring or timing changes: older rows then no longer match and are scored again
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2  # 2: 3 sessions per candidate, finalists re-timed side by side
 TABLE = "auto_candidates"
 
 
@@ -67,3 +70,28 @@ class AutoLog:
     def __len__(self) -> int:
         with self._db() as db:
             return int(db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
+
+
+def _array_digest(h, obj) -> None:
+    if obj is None:
+        h.update(b"none")
+    elif isinstance(obj, dict):
+        for k in sorted(obj):
+            h.update(str(k).encode())
+            _array_digest(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _array_digest(h, v)
+    else:
+        a = np.ascontiguousarray(np.asarray(obj))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.view(np.uint8).data if a.dtype != object else repr(a.tolist()).encode())
+
+
+def data_digest(splits) -> str:
+    """The content of the data a score depends on (train: calibration and fine-tuning; test: the metric)."""
+    h = hashlib.blake2b(digest_size=16)
+    for split in (splits.train, splits.test):
+        _array_digest(h, split.x)
+        _array_digest(h, split.y)
+    return h.hexdigest()
