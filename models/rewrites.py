@@ -28,17 +28,19 @@ def _with_inputs(model, batch, names):
 _SIGNATURE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")
 
 
+def _input_layer_names(model) -> list[str]:
+    return list(getattr(model, "input_names", None) or [t.name for t in model.inputs])
+
+
 def unsignable_input_names(model) -> list[str]:
     """The model's input names that a TFLite signature cannot carry (a space, a ':')."""
-    names = list(getattr(model, "input_names", None) or [t.name for t in model.inputs])
-    return [n for n in names if not _SIGNATURE_NAME.fullmatch(n)]
+    return [n for n in _input_layer_names(model) if not _SIGNATURE_NAME.fullmatch(n)]
 
 
 def signable_inputs(model):
     """A copy whose inputs are named so that a SavedModel/TFLite signature can carry them, same weights."""
-    names = list(getattr(model, "input_names", None) or [t.name for t in model.inputs])
     fixed = [n if _SIGNATURE_NAME.fullmatch(n) else re.sub(r"[^A-Za-z0-9_.\-/]", "_", n).lstrip("_-/") or "input"
-             for n in names]
+             for n in _input_layer_names(model)]
     return _with_inputs(model, None, fixed)
 
 
@@ -128,19 +130,26 @@ MOMENTS_FORMS = {keras.layers.LayerNormalization: (MomentsLayerNormalization, ("
                  keras.layers.GroupNormalization: (MomentsGroupNormalization, ("int8", "16x8"))}
 
 
+def _needs_moments_form(layer, mode: str) -> bool:
+    """A layer ``mode`` needs in its moments form; MomentsLayerNormalization takes the last axis only (the
+    default, and what its unreshaped gamma/beta broadcast over)."""
+    form = MOMENTS_FORMS.get(type(layer))
+    if form is None or mode not in form[1]:
+        return False
+    return form[0] is not MomentsLayerNormalization or list(layer.axis) in ([-1], [len(layer.input_shape) - 1])
+
+
 def moments_forms_needed(model, mode: str) -> list[str]:
     """Names of the normalization layer classes in ``model`` that ``mode`` needs in their moments form."""
-    return sorted({type(layer).__name__ for layer in model.layers
-                   if type(layer) in MOMENTS_FORMS and mode in MOMENTS_FORMS[type(layer)][1]})
+    return sorted({type(layer).__name__ for layer in model.layers if _needs_moments_form(layer, mode)})
 
 
 def moments_forms(model, mode: str):
     """A copy with every (top-level) normalization layer that ``mode`` needs computed from its moments."""
 
     def clone(layer):
-        form = MOMENTS_FORMS.get(type(layer))
-        if form and mode in form[1]:
-            return form[0].from_config(layer.get_config())
+        if _needs_moments_form(layer, mode):
+            return MOMENTS_FORMS[type(layer)][0].from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)

@@ -24,7 +24,7 @@ def tf_keras_ln(tmp_path_factory):
 
 def test_moments_layer_norm_matches_keras():
     from models.backend import keras
-    from models.rewrites import moments_forms
+    from models.rewrites import moments_forms, moments_forms_needed
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((5, 12))
@@ -35,6 +35,9 @@ def test_moments_layer_norm_matches_keras():
     assert [type(x).__name__ for x in rewritten.layers][-1] == "MomentsLayerNormalization"
     x = rng.normal(3, 5, (4, 5, 12)).astype("float32")
     np.testing.assert_allclose(rewritten(x).numpy(), model(x).numpy(), atol=2e-5)
+    over_two_axes = keras.Model(inputs, keras.layers.LayerNormalization(axis=[1, 2])(inputs))
+    assert moments_forms_needed(model, "16x8") == ["LayerNormalization"]
+    assert moments_forms_needed(over_two_axes, "16x8") == []  # the moments form takes the last axis only
 
 
 def test_16x8_layer_norm_file_runs_batched_in_litert(tf_keras_ln):
