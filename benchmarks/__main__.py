@@ -9,16 +9,18 @@ from models.errors import UserError
 
 def _run(args):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+                               TimeRemainingColumn)  # deferred: only this subcommand needs it (CLI start-up)
 
-    from models import registry
+    from models import registry  # deferred: only this subcommand needs it (CLI start-up)
 
-    from . import executor, report, runtimes, variants
-    from .runner import Method
-    from .store import Store
-    from .sweep import Sweep, SweepConfig
+    from benchmarks import runtimes, variants  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks import executors  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks.report import markdown as report  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks.runner import Method  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks.store import Store  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks.sweep import Sweep, SweepConfig  # deferred: only this subcommand needs it (CLI start-up)
 
-    from models.loading import _looks_like_path
+    from models.loading import _looks_like_path  # deferred: only this subcommand needs it (CLI start-up)
 
     names = args.models or registry.names()
     for n in names:
@@ -50,11 +52,11 @@ def _run(args):
         if left:
             out.print(f"--quick leaves out {', '.join(left)} (the full sweep has them; --variants/--runtimes name "
                       "any)")
-    execute = executor.make(args.executor, address=args.address, on=args.on)  # before any training: fail fast
+    execute = executors.make(args.executor, address=args.address, on=args.on)  # before any training: fail fast
     for r in runtimes.RUNTIMES:
         reason = r.unavailable()
         out.print(f"runtime {r.name}: {'available' if reason is None else 'not available: ' + reason}")
-    from .runtimes.onnxruntime import build_line
+    from benchmarks.runtimes.onnxruntime import build_line  # deferred: only this subcommand needs it (CLI start-up)
 
     out.print(build_line())
     store = Store(cfg.out / "results.db")
@@ -83,14 +85,14 @@ def _run(args):
         out.print(f"[yellow]WARNING[/]: {w}")
     out.print("report: " + ", ".join(str(p) for p in paths))
     if args.json:
-        import json
+        import json  # deferred: only this subcommand needs it (CLI start-up)
 
         print(json.dumps(rows, indent=1, default=str))
 
 
 def phase_line(phases, out: Path) -> str:
     """Where this run's time went (train / build / measure, summed over models), also kept in OUT/phases.json."""
-    from models.artifacts import write_json
+    from models.artifacts import write_json  # deferred: only this subcommand needs it (CLI start-up)
 
     total = phases.total()
     write_json(out / "phases.json", {"total_s": total, "per_model_s": phases.seconds,
@@ -102,7 +104,7 @@ def phase_line(phases, out: Path) -> str:
 
 
 def _report(args):
-    from . import report
+    from benchmarks.report import markdown as report  # deferred: only this subcommand needs it (CLI start-up)
 
     db = Path(args.out) / "results.db"
     if not db.exists():
@@ -113,7 +115,7 @@ def _report(args):
 
 
 def _profile(args):
-    from . import profile
+    from benchmarks.profiling import command as profile  # deferred: only this subcommand needs it (CLI start-up)
 
     batch = positive_int(args.batch, "--batch")
     threads = positive_int(args.threads, "--threads") if args.threads else None
@@ -122,11 +124,11 @@ def _profile(args):
     result = profile.run_profile(subject, args.runtime, runs=runs, batch=batch, threads=threads)
     path = profile.save(result, Path(args.out))
     if args.json:
-        import json
+        import json  # deferred: only this subcommand needs it (CLI start-up)
 
         print(json.dumps(result.to_json(), indent=1))
         return 0
-    from rich.table import Table
+    from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
     table = Table()
     for col in ("#", "layer", "ms", "share", "ops", "op types"):
@@ -143,7 +145,7 @@ def _profile(args):
 
 
 def _store_at(path: str):
-    from .store import Store
+    from benchmarks.store import Store  # deferred: only this subcommand needs it (CLI start-up)
 
     p = Path(path)
     db = p / "results.db" if p.is_dir() else p
@@ -153,7 +155,7 @@ def _store_at(path: str):
 
 
 def _compare(args):
-    from .compare import compare
+    from benchmarks.compare import compare  # deferred: only this subcommand needs it (CLI start-up)
 
     changes = compare(_store_at(args.old).rows(), _store_at(args.new).rows())
     out = console()
@@ -172,7 +174,7 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=None,
                    help="your model files (.keras/.h5/SavedModel, tf_keras or Keras 3) and/or zoo names "
                         "(default: the whole zoo)")
-    from models.cli import add_subject_args
+    from models.cli import add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
 
     add_subject_args(p)
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in model files")

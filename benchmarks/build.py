@@ -25,6 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.artifacts import cache_dir
+from models.errors import UserError
+from models.subject import resolve, Source
+from export import memo
+
+from benchmarks import variants
+from benchmarks.child import _forget, die_with_parent, release_free_memory, rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 3600  # per model, for every variant it still needs
 BUILDING, BUILT, RETIRE, DONE = "CT-BUILDING ", "CT-BUILT ", "CT-RETIRE", "CT-DONE "
@@ -249,16 +257,6 @@ class Builder:
         self._discard()
 
 
-def die_with_parent() -> None:
-    """A sweep killed with SIGKILL cannot stop its children: have the kernel do it (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def main() -> int:
     die_with_parent()
     channel = os.fdopen(os.dup(1), "w", buffering=1)
@@ -274,8 +272,6 @@ def main() -> int:
             if outcome == "retire":
                 channel.write(RETIRE + "\n")
                 return 0
-            from .child import _forget, rss_mb
-
             _forget_model()
             _forget()
             channel.write(DONE + json.dumps({"rss_mb": rss_mb()}) + "\n")
@@ -287,13 +283,6 @@ def main() -> int:
 def _serve(request: dict, channel) -> str | None:
     """Build one model's variants, answering after each; "fatal" (stop), "retire" (grown past
     CHILD_MAX_RSS_MB with variants left) or None."""
-    from models.artifacts import cache_dir
-    from models.errors import UserError
-    from models.subject import Source, resolve
-
-    from . import variants
-    from .child import release_free_memory, rss_mb
-
     try:
         trained = resolve(Source(**request["source"]))  # the same subject the sweep made: zoo name or file
     except UserError as e:
@@ -325,10 +314,7 @@ def _serve(request: dict, channel) -> str | None:
 
 def _forget_model() -> None:
     """Between models: nothing of the last one (its loaded sources, memoized outputs, data) may stay."""
-    from export import memo
-    from models.training import forget_splits
-
-    from . import variants
+    from models.training import forget_splits  # deferred: models.training loads TensorFlow
 
     variants.forget_sources()
     memo.forget_all()

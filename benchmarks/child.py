@@ -8,11 +8,18 @@ kernel's high-water mark, which is reset before each request.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
+import signal
 import sys
 import time
+
+import numpy as np
+
+from benchmarks import runtimes
+from benchmarks.runner import batch_of, harness_overhead, measure, Method, selfcheck_block
 
 _CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
@@ -47,8 +54,6 @@ def pin(threads: int) -> list[int]:
 
 
 def _inputs(path):
-    import numpy as np
-
     with np.load(path, allow_pickle=False) as data:
         if list(data.keys()) == ["__single__"]:
             return data["__single__"]
@@ -56,9 +61,6 @@ def _inputs(path):
 
 
 def measure_request(req: dict) -> dict:
-    from . import runtimes
-    from .runner import Method, batch_of, harness_overhead, measure, selfcheck_block
-
     runtime = runtimes.by_name(req["runtime"])
     x = _inputs(req["inputs"])
     cores = pin(req["threads"])
@@ -101,7 +103,7 @@ def _forget() -> None:
     """Between measurements: drop the last model and hand its memory back to the system (a long-lived worker
     otherwise keeps the high-water mark of the largest batch it ran: resnet50 at batch 32 left GBs per worker)."""
     if "tensorflow" in sys.modules:
-        from models.backend import keras
+        from models.backend import keras  # deferred: models.backend loads TensorFlow
 
         keras.backend.clear_session()
     gc.collect()
@@ -111,8 +113,6 @@ def _forget() -> None:
 def release_free_memory() -> None:
     """glibc keeps freed heap for reuse; malloc_trim(0) returns it to the system (Linux; elsewhere a no-op)."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -122,9 +122,15 @@ def rss_mb() -> float | None:
     return _status_mb("VmRSS")
 
 
-def main() -> int:
-    from .build import die_with_parent
+def die_with_parent() -> None:
+    """A sweep killed with SIGKILL cannot stop its children: have the kernel do it (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
+
+def main() -> int:
     die_with_parent()
 
     def write(text):

@@ -1,7 +1,7 @@
 """The main job: every model x variant x runtime, with the task metric and latency side by side.
 
 The metric is computed here (the driver) on the whole test split; latency and memory are measured by an executor
-(benchmarks.executor: worker processes here, or one per node of a Ray cluster) in a worker process per (runtime,
+(benchmarks.executors: worker processes here, or one per node of a Ray cluster) in a worker process per (runtime,
 threads), so a runtime that leaks or crashes is one failed row. Only the driver writes the store.
 """
 from __future__ import annotations
@@ -19,20 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-from export.validate import validated_metric
 from models import registry
 from models.artifacts import cache_dir, key_of, sizes
 from models.errors import UserError
 from models.spec import n_samples
+from models.subject import train_ahead
+from export.probe import probe
+from export.validate import validated_metric
+from export.validate import as_list, parity
 
-from . import host, runtimes, variants
-from .build import BuildPool, Built
-from .executor import Executor, LocalExecutor
-from .phases import Phases
-from .runner import Method, batch_of
-from .store import Store
-from .tasks import Job, MeasureTask, content_hash
-from .units import Unit, build_request, make_source, make_unit
+from benchmarks import host, runtimes, variants
+from benchmarks.build import BuildPool, Built
+from benchmarks.child import release_free_memory
+from benchmarks.executors.local import Executor, LocalExecutor
+from benchmarks.phases import Phases
+from benchmarks.runner import Method, batch_of
+from benchmarks.store import Store
+from benchmarks.tasks import Job, MeasureTask, content_hash
+from benchmarks.units import Unit, build_request, make_source, make_unit
 
 
 
@@ -150,24 +154,20 @@ class Sweep:
     def _probe_all(built: dict[str, Built]) -> None:
         """Load every exported file of the model once in ONE child process (export.probe, which remembers each
         file's result by its bytes) rather than one child per file."""
-        from export.probe import probe
-
         paths = [b.path for b in built.values() if b.path is not None and b.path.suffix in (".onnx", ".tflite")]
         if paths:
             probe(paths)
 
     def _release(self) -> None:
         """Done with a model: free its data, cached outputs and TensorFlow state before the next one."""
-        from models.backend import keras
-        from models.training import forget_splits
+        from models.backend import keras  # deferred: models.backend loads TensorFlow
+        from models.training import forget_splits  # deferred: models.training loads TensorFlow
 
         self._trained.clear()
         self._scored.clear()
         forget_splits()
         keras.backend.clear_session()
         gc.collect()
-        from .child import release_free_memory
-
         release_free_memory()
 
     def _store(self, rows: list[dict]) -> None:
@@ -223,8 +223,6 @@ class Sweep:
     def _train_ahead(self, names: list[str]) -> None:
         """While this model's variants build (in children), train the next zoo model: neither needs the quiet
         machine a measurement does. A failure here is left for that model's own turn to report."""
-        from models.subject import train_ahead
-
         for name in names:
             if name in registry.names():
                 self.on_step(f"{name}: training (cached) while {self._model}'s variants build")
@@ -282,8 +280,6 @@ class Sweep:
     def _score(self, trained, runtime, path, splits) -> tuple[float, str | None]:
         """The task metric of ``path`` on ``runtime`` over the whole test split, and where it came from
         (None: computed on this runtime; else the runtime it was reused from and the parity that allowed it)."""
-        from export.validate import as_list, parity
-
         spec = trained.spec
         if trained.metric is None:  # no labels (a user file without --data): latency and size only
             runtime.load(path, None)  # it must still load on this runtime
@@ -328,8 +324,6 @@ class Sweep:
         raw, gz = sizes(path)
         splits = trained.splits()
         if variant.format in ("onnx", "tflite"):  # a file that crashes the runtime must not take the sweep down
-            from export.probe import probe
-
             probed = probe([path])[0]  # found in probe's memo: the model's files were probed together
             if not probed.ok:
                 return all_rows(status="failed", reason=f"{runtime.name}: {probed.error}", size=raw, size_gzip=gz)

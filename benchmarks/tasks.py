@@ -2,7 +2,7 @@
 
 The spec names the artifact and the inputs by content hash, so any node can run it: the local executor
 hands the worker the driver's paths, the Ray executor ships the bytes through the object store once per
-hash (see benchmarks.executor_ray). Row keys stay the sweep's own (benchmarks.sweep), so resuming is
+hash (see benchmarks.executors.ray_cluster). Row keys stay the sweep's own (benchmarks.sweep), so resuming is
 "keys not yet stored" whichever executor measured them.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from models.artifacts import atomic_path, key_of, sha256_file
 
-from .runner import Method
+from benchmarks.runner import Method
 
 HARNESS_VERSION = 2  # bump when benchmarks.child measures differently (2: pinned to its cores)
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from models import registry
 from models.artifacts import key_of
+from models.artifacts import cache_dir, sha256_file
+from models.loading import CUSTOM_OBJECTS_ENV
+from models.subject import resolve, Source
 
 
 @dataclass
@@ -45,15 +48,11 @@ class Unit:
 def make_source(name: str, cfg):
     """How ``name`` (a zoo name, or a model file with ``cfg.source``'s data, metric and code) is made, in this
     process or a child (models.subject.Source)."""
-    from models.subject import Source
-
     options = {} if name in registry.names() else dict(cfg.source)
     if name not in registry.names():  # builders run in the project folder: every path made absolute
         name = str(Path(name).resolve())
         options.update({k: str(Path(v).resolve()) for k, v in options.items() if k in ("data", "eval_data") and v})
     if options.get("custom_objects"):  # builders and workers load the file too: they import the same code
-        from models.loading import CUSTOM_OBJECTS_ENV
-
         ref = str(Path(options["custom_objects"]).resolve()) if Path(options["custom_objects"]).exists() \
             else options["custom_objects"]
         options["custom_objects"] = ref
@@ -64,16 +63,11 @@ def make_source(name: str, cfg):
 
 def absolute_cache(cfg) -> str:
     """The sweep's cache folder as an absolute path: builders run in the project folder, not the user's."""
-    from models.artifacts import cache_dir
-
     return str(cache_dir(cfg.cache).resolve())
 
 
 def make_unit(name: str, cfg) -> Unit:
     """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
-    from models.artifacts import sha256_file
-    from models.subject import resolve
-
     source = make_source(name, cfg)
     name = source.model
     subject = resolve(source)

@@ -1,11 +1,16 @@
 """The variants a sweep builds for each model: a chain of steps from the trained fp32 model to an artifact."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.artifacts import atomic_path, write_json
-from models.loading import Subject
+from models.errors import UserError
+from models.loading import load_keras
+from models.subject import Subject
+from export.quantize.ptq import QuantRecipe
 
 
 class VariantUnavailable(Exception):
@@ -56,8 +61,6 @@ def by_name(name: str) -> Variant:
     for v in VARIANTS:
         if v.name == name:
             return v
-    from models.errors import UserError
-
     raise UserError(f"unknown variant {name!r}; valid: {', '.join(v.name for v in VARIANTS)}")
 
 
@@ -72,9 +75,8 @@ def _pruned(subject: Subject, work: Path) -> Path:
     path = artifact_path(by_name("pruned"), subject, work)
     if path.exists():
         return path
-    from compress.finetune import for_spec
-    from compress.pruning import prune
-    from models.loading import load_keras
+    from compress.techniques.finetune import for_spec  # deferred: compress.techniques.finetune loads TensorFlow
+    from compress.techniques.pruning import prune  # deferred: compress.techniques.pruning loads TensorFlow
 
     # fit()-trained models fine-tune (a user's file on its --data); custom-loop and untrained models are pruned
     # one-shot (the plan says why)
@@ -101,8 +103,6 @@ def recorded_chain(variant: Variant, source: Path) -> list[str]:
     steps = variant.chain()[:-1] if variant.format != "keras" else variant.chain()
     if variant.source != "pruned":
         return steps
-    import json
-
     try:
         step = json.loads(_recipe_path(source).read_text())["step"]
     except (OSError, ValueError, KeyError):
@@ -115,8 +115,6 @@ _SOURCES: dict[tuple, object] = {}
 
 def _source_model(path: Path, custom_objects=None):
     """One loaded model per source file: the exports of a model then share its ONNX graph (export.onnx)."""
-    from models.loading import load_keras
-
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SOURCES:
@@ -138,12 +136,9 @@ def build(variant: Variant, subject: Subject, work: Path) -> Path:
     path = artifact_path(variant, subject, work)
     if path.exists():
         return path
-    import dataclasses
+    from export.exporter import export  # deferred: export.exporter loads TensorFlow
 
-    from compress.ptq import QuantRecipe
-    from export.exporter import export
-
-    from export.onnx import int8_flavour
+    from export.onnx import int8_flavour  # deferred: export.onnx loads TensorFlow
 
     subject = dataclasses.replace(subject, model=_source_model(source, subject.custom_objects), path=source)
     try:

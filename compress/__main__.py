@@ -5,16 +5,18 @@ from pathlib import Path
 
 from models.cli import ArgumentParser, console, run
 from models.errors import UserError
+from compress.techniques.saving import save_keras, save_result
 
-from . import cli_common as common
+from compress import cli_common as common
 
 # -------------------------------------------------------------------------------------------------- commands
 
 
 def _prune(args):
-    from rich.table import Table
+    from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
-    from .pruning import prune, sparsity_report, verify_m_by_n
+    # deferred: compress.techniques.pruning loads TensorFlow
+    from compress.techniques.pruning import prune, sparsity_report, verify_m_by_n
 
     m_by_n = tuple(int(v) for v in args.structure.split(":")) if args.structure else None
     tag = f"{m_by_n[0]}x{m_by_n[1]}" if m_by_n else f"{int(args.sparsity * 100)}"
@@ -32,7 +34,7 @@ def _prune(args):
     out.print(table)
     common.print_outcome(out, outcome, plan)
     out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
-    common.save_result(subject, pruned, out_path)
+    save_result(subject, pruned, out_path)
     if m_by_n:
         saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
         bad = [k for k, ok in saved.items() if not ok]
@@ -43,7 +45,8 @@ def _prune(args):
 
 
 def _cluster(args):
-    from .clustering import cluster, distinct_values
+    # deferred: compress.techniques.clustering loads TensorFlow
+    from compress.techniques.clustering import cluster, distinct_values
 
     out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
     out = console()
@@ -54,14 +57,14 @@ def _cluster(args):
     common.print_outcome(out, outcome, plan)
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    common.save_result(subject, clustered, out_path)
+    save_result(subject, clustered, out_path)
     common.print_result(out, subject, before, common.metric_of(subject, clustered), out_path)
 
 
 def _qat(args):
-    from models.rewrites import has_rnn, unrolled
+    from export.rewrites import has_rnn, unrolled  # deferred: export.rewrites loads TensorFlow
 
-    from . import qat as qat_mod
+    from compress.techniques import qat as qat_mod  # deferred: compress.techniques.qat loads LiteRT
 
     default = {"default": "qat", "pqat": "pqat", "cqat": "cqat"}[args.scheme]
     out_path = Path(args.output or f"{Path(args.model).stem}-{default}.tflite")
@@ -95,13 +98,13 @@ def _qat(args):
             raise UserError("a QAT .keras result holds tfmot's fake-quant wrappers, which exist only in tf_keras, so it "
                             "cannot be written back as a Keras 3 file; write the int8 model with -o FILE.tflite")
         with qat_mod.custom.quantize_scope():
-            common.save_keras(qmodel, out_path)
-        out.print("note: load it inside compress.custom.quantize_scope() (tfmot's quantize wrappers)")
+            save_keras(qmodel, out_path)
+        out.print("note: load it inside compress.techniques.custom.quantize_scope() (tfmot's quantize wrappers)")
         common.print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
         return
-    from compress.ptq import QuantRecipe
-    from export.cli_common import report
-    from export.exporter import export
+    from export.quantize.ptq import QuantRecipe  # deferred: only this subcommand needs it (CLI start-up)
+    from export.cli_common import report  # deferred: only this subcommand needs it (CLI start-up)
+    from export.exporter import export  # deferred: export.exporter loads TensorFlow
 
     qsubject = subject.with_model(qmodel)
     with out.status("converting the QAT model to an int8 TFLite model and validating..."), \
@@ -116,7 +119,7 @@ def _qat(args):
     if before is not None:
         out.print(f"{subject.metric.name}: before {before:.4f} -> QAT (fake-quant) {after:.4f}")
     report(out, result, qsubject)
-    from models.artifacts import sizes
+    from models.artifacts import sizes  # deferred: only this subcommand needs it (CLI start-up)
 
     src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
     out.print(f"size: {src_raw / 1024:.1f} KiB (.keras) -> {result.size / 1024:.1f} KiB raw; gzip "
@@ -124,7 +127,7 @@ def _qat(args):
 
 
 def _channel_prune(args):
-    from .channels import channel_prune
+    from compress.techniques.channels import channel_prune  # deferred: compress.techniques.channels loads TensorFlow
 
     out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
     out = console()
@@ -134,9 +137,9 @@ def _channel_prune(args):
     common.print_outcome(out, outcome, plan)
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
-    common.save_result(subject, smaller, out_path)
+    save_result(subject, smaller, out_path)
     if args.measure:
-        from .measure import fp32_tflite, litert_latency_ms
+        from benchmarks.measure import fp32_tflite, litert_latency_ms  # deferred: benchmarks.measure loads LiteRT
 
         sample = subject.splits.test.head(1).x
         with out.status("timing batch-1 LiteRT latency..."):
@@ -148,11 +151,11 @@ def _channel_prune(args):
 
 def _quantize(args):
     """Post-training quantization produces an exported file, so this runs the export pipeline with a recipe."""
-    from export.cli_common import default_output, report
-    from export.exporter import export
-    from export.onnx import int8_flavour
+    from export.cli_common import default_output, report  # deferred: only this subcommand needs it (CLI start-up)
+    from export.exporter import export  # deferred: export.exporter loads TensorFlow
+    from export.onnx import int8_flavour  # deferred: export.onnx loads onnx
 
-    from .ptq import QuantRecipe
+    from export.quantize.ptq import QuantRecipe  # deferred: only this subcommand needs it (CLI start-up)
 
     exclude = tuple(e for spec in (args.exclude or []) for e in spec.split(",") if e)
     try:
@@ -180,12 +183,13 @@ def _quantize(args):
 
 
 def _preflight(args):
-    from rich.table import Table
+    from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
-    from models import registry
+    from models import registry  # deferred: only this subcommand needs it (CLI start-up)
 
-    from .finetune import for_spec
-    from .preflight import TECHNIQUES, preflight, summary
+    from compress.techniques.finetune import for_spec  # deferred: compress.techniques.finetune loads TensorFlow
+    # deferred: compress.techniques.preflight loads TensorFlow
+    from compress.techniques.preflight import TECHNIQUES, preflight, summary
 
     out = console()
     if args.model in registry.names():  # structure only: build the untrained model, train nothing
@@ -195,7 +199,8 @@ def _preflight(args):
         if spec.trainable and spec.train_fn is None:
             tuning = "fit() on the training split"
         else:
-            from .finetune import FIT_EQUIVALENT
+            # deferred: compress.techniques.finetune loads TensorFlow
+            from compress.techniques.finetune import FIT_EQUIVALENT
 
             tuning = (FIT_EQUIVALENT[spec.name][0] if spec.name in FIT_EQUIVALENT else
                       "none: " + ("not trained (trainable=False)" if not spec.trainable else
@@ -227,7 +232,8 @@ def _preflight(args):
 
 
 def _auto(args):
-    from .auto import DEFAULT_RUNTIMES, AutoSpec, auto
+    # deferred: only this subcommand needs it (CLI start-up)
+    from compress.auto.search import DEFAULT_RUNTIMES, AutoSpec, auto
 
     spec = AutoSpec(Path(args.output), max_drop=args.max_drop, relative=args.relative, target=args.target,
                     runtimes=tuple(args.runtime or DEFAULT_RUNTIMES), time_budget_min=args.time_budget,
@@ -263,7 +269,7 @@ def _auto(args):
 
 
 def _common(p, output=True, max_drop=False):
-    from models.cli import add_subject_args
+    from models.cli import add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
 
     p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel (tf_keras or Keras 3), "
                                                   "or a zoo name (trained on demand)")
@@ -350,7 +356,7 @@ def main(argv=None):
     p = sub.add_parser("auto", help="search the smallest/fastest exported file within an accuracy budget, per "
                                     "runtime (PTQ, mixed precision, pruning, clustering, channel pruning)")
     p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel, or a zoo name")
-    from models.cli import add_subject_args
+    from models.cli import add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
 
     add_subject_args(p)
     p.add_argument("--max-drop", type=float, required=True,

@@ -26,7 +26,7 @@ def validate(args) -> None:
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.command == "prune":
-        from .pruning import SCHEDULES
+        from compress.techniques.pruning import SCHEDULES  # deferred: compress.techniques.pruning loads TensorFlow
 
         if not 0.0 <= args.sparsity < 1.0:
             raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
@@ -40,7 +40,7 @@ def validate(args) -> None:
             except ValueError:
                 raise UserError(f"--structure must be M:N with 0 < M < N (e.g. 2:4), got {args.structure!r}") from None
     if args.command in ("cluster", "qat"):
-        from .clustering import INITS
+        from compress.techniques.clustering import INITS  # deferred: compress.techniques.clustering loads TensorFlow
 
         if args.init not in INITS:
             raise UserError(f"unknown centroid init {args.init!r}; valid: {', '.join(INITS)}")
@@ -54,7 +54,7 @@ def validate(args) -> None:
         if args.clusters != 0 and args.clusters < 2:
             raise UserError(f"--clusters must be 0 (keep the model's clusters) or >= 2, got {args.clusters}")
     if args.command == "channel-prune":
-        from .channels import CRITERIA
+        from compress.techniques.channels import CRITERIA  # deferred: compress.techniques.channels loads TensorFlow
 
         if not 0.0 < args.ratio < 1.0:
             raise UserError(f"--ratio must be in (0, 1), got {args.ratio}")
@@ -70,14 +70,14 @@ def validate(args) -> None:
 
 
 def load_subject(args):
-    from models.subject import Source, resolve
+    from models.subject import Source, resolve  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
     return resolve(Source.from_args(args))
 
 
 def finetune_plan(args, subject):
     """The fine-tuning plan on the subject's training data (zoo split or --data), or one-shot with the reason."""
-    from . import finetune
+    from compress.techniques import finetune  # deferred: compress.techniques.finetune loads TensorFlow
 
     plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, epochs=None if args.epochs is None else max(args.epochs, 1),
                              lr=args.lr, limit=args.limit)
@@ -122,7 +122,7 @@ def print_outcome(out, outcome, plan) -> None:
 
 
 def print_result(out, subject, before, after, out_path, label="after") -> None:
-    from models.artifacts import sizes
+    from models.artifacts import sizes  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
     if before is not None:
         out.print(f"{subject.metric.name}: before {before:.4f} -> {label} {after:.4f}")
@@ -133,27 +133,3 @@ def print_result(out, subject, before, after, out_path, label="after") -> None:
     out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "
               f"{gz / 1024:.1f} KiB ({src_gz / max(gz, 1):.2f}x smaller)")
     out.print(f"wrote {out_path}")
-
-
-def save_keras(model, path: Path) -> None:
-    """Write the model without optimizer state: a technique's output is for deployment or the next technique,
-    and a fine-tuned model's Adam slots would otherwise dwarf its weights (channel-prune cnn: 3.6 MB of
-    ``optimizer/vars`` for 1.2 MB). The .keras format ignores ``include_optimizer``, so the model is
-    recompiled with a fresh, unbuilt optimizer (weights unchanged), as models.training does."""
-    from models.artifacts import atomic_path
-    from models.backend import keras
-
-    if getattr(model, "optimizer", None) is not None:
-        model.compile(optimizer=keras.optimizers.Adam(), loss=model.loss)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
-def save_result(subject, model, path: Path) -> None:
-    """Write a technique's Keras result in the Keras the user gave: a Keras 3 file gets a Keras 3 file back."""
-    if subject.keras == "keras3":
-        from models.keras3 import save_keras3
-
-        save_keras3(model, path, subject.splits.test.head(16).x)
-    else:
-        save_keras(model, path)

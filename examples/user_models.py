@@ -7,7 +7,7 @@
 - ``tabular``: a tf_keras model on raw-scaled tabular features with an adapted Normalization layer.
 - ``custom_layer``: a tf_keras model with the user's own layer (with weights), defined in ``CUSTOM_LAYER_CODE``.
 - ``layer_norm_mlp``: Keras 3 or tf_keras; raw tabular features through Normalization, mish, LayerNormalization,
-  selu and Dropout (its 16x8 TFLite file once aborted LiteRT; see models/rewrites.py).
+  selu and Dropout (its 16x8 TFLite file once aborted LiteRT; see export/rewrites.py).
 Each returns (model path, data path); data is an .npz with x and y.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def custom_layer(directory: Path, n: int = 600, epochs: int = 10) -> tuple[Path,
     """(model path, data path, the .py file that defines the layer)."""
     from models.backend import keras
 
-    from models.subject import import_custom_objects
+    from models.loading import import_custom_objects
 
     code = Path(directory) / "user_layers.py"
     code.write_text(CUSTOM_LAYER_CODE)

@@ -8,12 +8,13 @@ from models.errors import UserError
 
 
 def _export(args):
-    from compress.ptq import QuantRecipe
-    from models.subject import Source, resolve
+    from export.quantize.ptq import QuantRecipe  # deferred: only this subcommand needs it (CLI start-up)
+    from models.subject import Source, resolve  # deferred: only this subcommand needs it (CLI start-up)
 
-    from .cli_common import default_output, describe_subject, parse_batch, report
-    from .exporter import export
-    from .onnx import int8_flavour
+    # deferred: only this subcommand needs it (CLI start-up)
+    from export.cli_common import default_output, describe_subject, parse_batch, report
+    from export.exporter import export  # deferred: export.exporter loads TensorFlow
+    from export.onnx import int8_flavour  # deferred: export.onnx loads onnx
 
     try:
         recipe = QuantRecipe(args.command, args.quantize, onnx_int8=getattr(args, "onnx_int8", "auto"))
@@ -37,7 +38,7 @@ def _export(args):
 
 def _read_inputs(specs: list[str]) -> dict:
     """``[NAME=]FILE.npy`` arguments -> {name or "": array}; one-line errors for unreadable files."""
-    import numpy as np
+    import numpy as np  # deferred: only this subcommand needs it (CLI start-up)
 
     arrays = {}
     for spec in specs:
@@ -136,9 +137,9 @@ def _match_inputs(arrays: dict, specs: list[dict]) -> dict:
 
 
 def _warn_non_finite(kind: str, name: str, arr) -> None:
-    import sys
+    import sys  # deferred: only this subcommand needs it (CLI start-up)
 
-    import numpy as np
+    import numpy as np  # deferred: only this subcommand needs it (CLI start-up)
 
     if arr.dtype.kind not in "fc":
         return
@@ -152,7 +153,7 @@ def _warn_non_finite(kind: str, name: str, arr) -> None:
 
 
 def _check_output(path: Path) -> None:
-    import os
+    import os  # deferred: only this subcommand needs it (CLI start-up)
 
     if path.suffix.lower() != ".npz":
         raise UserError(f"output {path} must end in .npz")
@@ -168,7 +169,7 @@ def _check_provider(provider: str | None, path: Path) -> list[str] | None:
         return None
     if path.suffix.lower() != ".onnx":
         raise UserError(f"--provider applies to .onnx files only (ONNX Runtime execution providers), not {path.name}")
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: ONNX Runtime
 
     known = ort.get_all_providers()
     available = ort.get_available_providers()
@@ -180,15 +181,15 @@ def _check_provider(provider: str | None, path: Path) -> list[str] | None:
 
 
 def _run(args):
-    import io
-    import sys
+    import io  # deferred: only this subcommand needs it (CLI start-up)
+    import sys  # deferred: only this subcommand needs it (CLI start-up)
 
-    import numpy as np
+    import numpy as np  # deferred: only this subcommand needs it (CLI start-up)
 
-    from models.artifacts import atomic_write
+    from models.artifacts import atomic_write  # deferred: only this subcommand needs it (CLI start-up)
 
-    from . import runtime
-    from .probe import probe
+    from export import runtime  # deferred: only this subcommand needs it (CLI start-up)
+    from export.probe import probe  # deferred: only this subcommand needs it (CLI start-up)
 
     path = Path(args.path)
     output = Path(args.output) if args.output else None
@@ -204,7 +205,7 @@ def _run(args):
         model = runtime.load(path, providers=providers)
     except runtime.RuntimeModelError as e:
         raise UserError(str(e)) from None
-    from .probe_child import describe_inputs
+    from export.probe_child import describe_inputs  # deferred: only this subcommand needs it (CLI start-up)
 
     feed = _match_inputs(arrays, describe_inputs(model))
     for name, arr in feed.items():
@@ -232,7 +233,7 @@ def _run(args):
 
 
 def main(argv=None):
-    from .cli_common import add_model_args
+    from export.cli_common import add_model_args  # deferred: only this subcommand needs it (CLI start-up)
 
     parser = ArgumentParser(prog="python -m export", description="Export to ONNX/TFLite with a parity check.")
     sub = parser.add_subparsers(dest="command", required=True)

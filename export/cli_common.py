@@ -5,7 +5,7 @@ from models.errors import CheckFailed
 
 
 def add_model_args(p):
-    from models.cli import add_subject_args
+    from models.cli import add_subject_args  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
     p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel (tf_keras or Keras 3), "
                                                   "or a zoo name (trained on demand)")
@@ -22,7 +22,7 @@ def add_model_args(p):
 
 
 def parse_batch(text: str) -> int | None:
-    from models.cli import positive_int
+    from models.cli import positive_int  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
     value = positive_int(text, "--batch", also="dynamic")
     return None if value == "dynamic" else value
@@ -45,7 +45,7 @@ def report(out, result, subject) -> None:
         out.print(note)
     out.print(f"{subject.name} -> {result.recipe}: {result.size / 1024:.1f} KiB (gzip {result.size_gzip / 1024:.1f} KiB)")
     if v is not None:
-        from rich.table import Table
+        from rich.table import Table  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
         t = Table(title=f"validation on {v.n_samples} {v.inputs_from}")
         for col in ("output", "max abs error", "max rel error", "tolerance"):

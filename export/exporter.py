@@ -6,23 +6,31 @@ writes atomically.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.ptq import QuantRecipe
+import numpy as np
+
 from models.artifacts import atomic_write_many, sizes_of, write_json
+from models.datasets.synthetic import first_layer
 from models.errors import UserError
-from models.loading import Subject
-from models.rewrites import (has_rnn, moments_forms_needed, moments_forms, signable_inputs, unrolled,
-                             unsignable_input_names)
 from models.spec import n_samples
+from models.subject import Subject
 from models.training import keras_predict
 
-from . import metadata, runtime
-from .memo import ModelMemo
-from .validate import Validation, parity, runtime_name, top1_agreement
+from export import metadata, runtime
+from export import onnx as onnx_export
+from export import tflite as tflite_export
+from export.memo import ModelMemo
+from export.probe import probe
+from export.quantize.ptq import QuantRecipe
+from export.rewrites import (has_rnn, moments_forms_needed, moments_forms, signable_inputs, unrolled,
+                             unsignable_input_names)
+from export.validate import Validation, parity, runtime_name, top1_agreement
 
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 N_VALIDATE = 256
@@ -30,8 +38,6 @@ N_VALIDATE = 256
 
 def metadata_json(meta: dict) -> str:
     """The sidecar's text (as ``write_json`` writes it)."""
-    import json
-
     return json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
 
 
@@ -55,10 +61,6 @@ class ExportResult:
     failed_check: bool = False
 
 
-def _calibration(subject: Subject, recipe: QuantRecipe):
-    return subject.calibration(100) if recipe.needs_calibration else None
-
-
 def _tflite_batch_problem(data: bytes) -> str | None:
     """None if LiteRT runs this graph resized to a batch of 3 with the same results as one sample at a time.
 
@@ -69,8 +71,6 @@ def _tflite_batch_problem(data: bytes) -> str | None:
 
 
 def _probe_bytes(data: bytes, batch_check: bool) -> str | None:
-    from .probe import probe
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.tflite"
         path.write_bytes(data)
@@ -91,7 +91,7 @@ def _convert_tflite(subject, recipe, calibration, batch, allow_flex) -> Converte
 
 
 def _tflite_source(model, recipe: QuantRecipe):
-    """The form of ``model`` to convert (see models/rewrites.py), with a note for each rewrite."""
+    """The form of ``model`` to convert (see export/rewrites.py), with a note for each rewrite."""
     notes, original = [], model
     odd = unsignable_input_names(original)
     if odd and len(original.inputs) > 1:  # data and apps feed several inputs by name: renaming would break both
@@ -106,14 +106,14 @@ def _tflite_source(model, recipe: QuantRecipe):
         source = model
         model = _SOURCE.get(original, ("unrolled", source is not original), lambda: unrolled(source))
         notes.append("recurrent layers unrolled over their static time axis: TFLite's fused "
-                     "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see models/rewrites.py)")
+                     "UNIDIRECTIONAL_SEQUENCE_LSTM kernel drifts from Keras (see export/rewrites.py)")
     forms = moments_forms_needed(model, recipe.mode)
     if forms:
         source = model  # the memo holds one model: key every form by the original
         model = _SOURCE.get(original, ("moments", recipe.mode, bool(odd), has_rnn(original)),
                             lambda: moments_forms(source, recipe.mode))
         notes.append(f"{', '.join(forms)} computed from its moments for {recipe.mode}: LiteRT cannot prepare or "
-                     "calibrate the form tf_keras lowers it to (see models/rewrites.py)")
+                     "calibrate the form tf_keras lowers it to (see export/rewrites.py)")
     return model, notes
 
 
@@ -123,33 +123,31 @@ def _tflite_run_problem(data: bytes) -> str | None:
 
 
 def _convert_tflite_graph(model, recipe, calibration, batch, allow_flex) -> Converted:
-    from .tflite import FLEX_WARNING, NeedsFlex, convert
-
     if batch:
         try:
-            return Converted(convert(model, recipe, calibration, batch=batch), batch)
-        except NeedsFlex as e:
+            return Converted(tflite_export.convert(model, recipe, calibration, batch=batch), batch)
+        except tflite_export.NeedsFlex as e:
             if not allow_flex:
                 raise UserError(f"TFLite builtins cannot express this model ({e}); pass --allow-flex to use TF Select "
                                 "ops (the app then needs the Flex delegate)") from None
-            return Converted(convert(model, recipe, calibration, batch=batch, allow_flex=True), batch,
-                             [f"warning: {FLEX_WARNING}"], flex=True)
+            return Converted(tflite_export.convert(model, recipe, calibration, batch=batch, allow_flex=True), batch,
+                             [f"warning: {tflite_export.FLEX_WARNING}"], flex=True)
     try:
-        data = convert(model, recipe, calibration)
-    except NeedsFlex as e:
+        data = tflite_export.convert(model, recipe, calibration)
+    except tflite_export.NeedsFlex as e:
         # RNNs lower to TensorList ops unless every shape is static: a fixed batch of 1 avoids TF Select
         try:
-            return Converted(convert(model, recipe, calibration, batch=1), 1,
+            return Converted(tflite_export.convert(model, recipe, calibration, batch=1), 1,
                              [f"static batch 1: the dynamic-batch graph needs TF Select ops ({e})"])
-        except NeedsFlex as e2:
+        except tflite_export.NeedsFlex as e2:
             if not allow_flex:
                 raise UserError(f"TFLite builtins cannot express this model ({e2}); pass --allow-flex to use TF "
                                 "Select ops (the app then needs the Flex delegate)") from None
-            return Converted(convert(model, recipe, calibration, allow_flex=True), None,
-                             [f"warning: {FLEX_WARNING}"], flex=True)
+            return Converted(tflite_export.convert(model, recipe, calibration, allow_flex=True), None,
+                             [f"warning: {tflite_export.FLEX_WARNING}"], flex=True)
     problem = _tflite_batch_problem(data)
     if problem:
-        return Converted(convert(model, recipe, calibration, batch=1), 1,
+        return Converted(tflite_export.convert(model, recipe, calibration, batch=1), 1,
                          [f"static batch 1: LiteRT cannot resize the dynamic-batch graph ({problem})"])
     return Converted(data, None)
 
@@ -164,10 +162,6 @@ def raw_input_normalizers(model) -> dict[str, str]:
     leave the small features no int8 steps at all (a tabular model went from 0.95 to 0.51 accuracy). Keeping
     such a layer in float quantizes after it, on the normalized values.
     """
-    import numpy as np
-
-    from models.synthetic import first_layer
-
     found = {}
     for t in model.inputs:
         layer = first_layer(model, t.name.split(":")[0])
@@ -181,8 +175,6 @@ def raw_input_normalizers(model) -> dict[str, str]:
 
 
 def _keep_raw_normalizers_float(subject: Subject, recipe: QuantRecipe) -> tuple[QuantRecipe, list[str]]:
-    import dataclasses
-
     if recipe.mode not in ("int8", "16x8"):
         return recipe, []
     found = {k: v for k, v in raw_input_normalizers(subject.model).items() if k not in recipe.exclude}
@@ -204,11 +196,9 @@ def convert(subject: Subject, recipe: QuantRecipe, opset: int | None = None, bat
 
 
 def _convert(subject: Subject, recipe: QuantRecipe, opset, batch, allow_flex) -> Converted:
-    calibration = _calibration(subject, recipe)
+    calibration = recipe.calibration_of(subject)
     if recipe.format == "tflite":
         return _convert_tflite(subject, recipe, calibration, batch, allow_flex)
-    from . import onnx as onnx_export
-
     kwargs = {"opset": opset} if opset else {}
     return Converted(onnx_export.convert(subject.model, recipe, calibration, batch=batch, **kwargs), batch)
 

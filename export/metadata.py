@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from importlib import metadata as pkg_metadata
 
+import numpy as np
 from ct_runtime.metadata import METADATA_KEY  # one name, shared with the reader
 
 from models.artifacts import sha256_file
@@ -37,7 +38,7 @@ def describe(model, subject, recipe, chain: list[str]) -> dict:
 
 
 def embed_onnx(data: bytes, meta: dict) -> bytes:
-    import onnx
+    import onnx  # deferred: onnx
 
     proto = onnx.load_from_string(data)
     entry = proto.metadata_props.add()
@@ -51,9 +52,8 @@ def embed_tflite(data: bytes, meta: dict) -> bytes:
     The entry's buffer holds the bare JSON; ``ct_runtime.metadata.tflite_metadata`` reads it back through the same
     flatbuffer schema (ai-edge-litert's), so writer and reader agree on one public format.
     """
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as fb
-    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_litert import schema_py_generated as fb  # deferred: LiteRT
+    from ai_edge_litert.tools import flatbuffer_utils  # deferred: LiteRT
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     buffer = fb.BufferT()
@@ -68,7 +68,7 @@ def embed_tflite(data: bytes, meta: dict) -> bytes:
 
 def quantization_of(tflite_data: bytes) -> dict:
     """Scale and zero point of each quantized input/output of a TFLite model (empty for float I/O)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # deferred: LiteRT
 
     interpreter = Interpreter(model_content=tflite_data)
     runner = interpreter.get_signature_runner()

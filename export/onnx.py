@@ -9,16 +9,24 @@ import os
 import tempfile
 import threading
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+import tf2onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
+from tf2onnx import constants
 
-from compress.ptq import QuantRecipe, quantize_onnx
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
 from models.spec import Inputs
 
-from .onnx_rewrites import rewrite
+from export.onnx_rewrites import rewrite
+from export.quantize.int8_choice import choose, flavour
+from export.quantize.ptq import QuantRecipe, quantize_onnx
+from export.quantize.ptq import calibration_feeds
 
 DEFAULT_OPSET = 17
 
@@ -29,8 +37,6 @@ def input_names(model) -> list[str]:
 
 def check(data: bytes) -> bytes:
     """ONNX checker + shape inference; returns the model with inferred shapes."""
-    import onnx
-
     proto = onnx.load_from_string(data)
     try:
         onnx.checker.check_model(proto)
@@ -54,8 +60,6 @@ def _weights_digest(model) -> str:
 def fp32_graph(model, opset: int = DEFAULT_OPSET, batch: int | None = None) -> bytes:
     """The checked fp32 ONNX graph of ``model``, converted once per model object: the float16 and int8 files
     of a model start from the same graph, and tf2onnx is the slow step (5-50 s per conversion)."""
-    import tf2onnx
-
     cached = _FP32.setdefault(model, {})
     key = (opset, batch, _weights_digest(model))
     if key not in cached:
@@ -85,8 +89,6 @@ def _optimizer_errors_raised():
     """tf2onnx deep-copies the whole graph before each optimizer pass so that a failing pass can be skipped; the
     copies are garbage cycles that pile up until the collector runs: resnet50 peaked at 7.9 GB and took 15 s, and
     6 s at 4.6 GB without them. The switch is tf2onnx's own environment variable."""
-    from tf2onnx import constants
-
     name = constants.ENV_TF2ONNX_CATCH_ERRORS
     with _ENV_LOCK:
         before = os.environ.get(name)
@@ -108,10 +110,6 @@ def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None
     if recipe.mode == "fp32":
         return data
     if recipe.mode == "float16":
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        from onnxruntime.transformers.onnx_model import OnnxModel
-
         half = OnnxModel(convert_float_to_float16(onnx.load_from_string(data), keep_io_types=True))
         half.topological_sort()  # the converter appends the I/O casts out of order
         return check(half.model.SerializeToString())
@@ -132,7 +130,7 @@ def convert(model, recipe: QuantRecipe | None = None, calibration: Inputs | None
 def resolve_int8(model, recipe: QuantRecipe, calibration: Inputs | None, opset: int = DEFAULT_OPSET,
                  batch: int | None = None, cache=None):
     """(recipe with a concrete ONNX int8 flavour, Choice or None): ``auto`` becomes the flavour measured for
-    this host and model family (compress.int8_choice); an explicit flavour is kept."""
+    this host and model family (export.quantize.int8_choice); an explicit flavour is kept."""
     if (recipe.format, recipe.mode, recipe.onnx_int8) != ("onnx", "int8", "auto"):
         return recipe, None
     return _resolve_int8(fp32_graph(model, opset, batch), recipe, calibration, input_names(model), cache)
@@ -147,22 +145,13 @@ def int8_flavour(subject, recipe: QuantRecipe, opset: int | None = None, batch: 
     if (recipe.format, recipe.mode) != ("onnx", "int8"):
         return recipe, []
     if recipe.onnx_int8 != "auto":
-        from compress.int8_choice import flavour
-
         return recipe, [f"onnx int8 flavour: {flavour(recipe.onnx_int8)} (chosen with --onnx-int8)"]
-    from .exporter import _calibration
-
-    recipe, choice = resolve_int8(subject.model, recipe, _calibration(subject, recipe), opset or DEFAULT_OPSET, batch,
+    recipe, choice = resolve_int8(subject.model, recipe, recipe.calibration_of(subject), opset or DEFAULT_OPSET, batch,
                                   cache)
     return recipe, [choice.note()]
 
 
 def _resolve_int8(data: bytes, recipe: QuantRecipe, calibration: Inputs | None, names: list[str], cache=None):
-    from dataclasses import replace
-
-    from compress.int8_choice import choose
-    from compress.ptq import calibration_feeds
-
     if calibration is None:
         raise ValueError("int8 quantization needs a calibration sample")
     with tempfile.TemporaryDirectory() as tmp:

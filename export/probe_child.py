@@ -12,7 +12,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .probe import MAX_PROBE_ELEMENTS, PREFIX, ProbeResult, precheck, runtime_name
+import numpy as np
+
+from export import runtime
+from export.probe import MAX_PROBE_ELEMENTS, PREFIX, ProbeResult, precheck, runtime_name
 
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
            "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
@@ -25,8 +28,6 @@ def describe_inputs(model) -> list[dict]:
     ``batch_flexible``: the leading dimension may differ from the declared one (the runtime resizes the
     graph or runs it chunk by chunk), as it does for every TFLite model.
     """
-    import numpy as np
-
     specs = []
     if hasattr(model, "session"):  # OnnxModel
         for arg in model.session.get_inputs():
@@ -44,8 +45,6 @@ def describe_inputs(model) -> list[dict]:
 
 
 def _zeros(spec: dict):
-    import numpy as np
-
     shape = tuple(1 if d is None else int(d) for d in spec["shape"])
     if spec["dtype"] == "str":
         return np.full(shape, "", dtype=object)
@@ -66,8 +65,6 @@ def batch_problem(model) -> str | None:
     Some dynamic-batch graphs resize without error but compute garbage (shape arithmetic folded at
     batch 1), and some abort LiteRT outright, which is why this runs in the probe's child.
     """
-    import numpy as np
-
     rng = np.random.default_rng(0)
     inputs = {}
     for spec in describe_inputs(model):
@@ -91,10 +88,6 @@ def probe_in_process(path: str, providers=None, batch_check: bool = False) -> Pr
 
     Use :func:`probe` unless you are the child.
     """
-    import numpy as np
-
-    from . import runtime
-
     name = runtime_name(path)
     result = ProbeResult(str(path), False, runtime=name)
     problem = precheck(path)
@@ -139,7 +132,7 @@ def _limit_memory(path: str) -> None:
     Skipped where GPU libraries are loaded (they reserve large virtual ranges).
     """
     try:
-        import resource
+        import resource  # guarded: no such module off Unix
     except ImportError:
         return
     if os.environ.get("CT_PROBE_NO_MEMORY_LIMIT"):
@@ -159,7 +152,7 @@ def _limit_memory(path: str) -> None:
 
 def _gpu_providers_present() -> bool:
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # guarded: a library that fails to import is reported, not raised
 
         return any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
     except Exception:

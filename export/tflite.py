@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import tempfile
 
-from compress.ptq import QuantRecipe, configure_tflite
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
-from models.rewrites import with_static_batch
 from models.spec import Inputs
 
-from .memo import ModelMemo
+from export.memo import ModelMemo
+from export.quantize.ptq import QuantRecipe, configure_tflite
+from export.rewrites import with_static_batch
 
 FLEX_WARNING = ("uses TF Select (Flex) ops: the app must link the Flex delegate "
                 "(tensorflow-lite-select-tf-ops), which adds several MB")
@@ -62,6 +62,7 @@ def _as_from_keras(converter) -> None:
     """Record "Keras model" as the source in the file's conversion metadata, as ``from_keras_model`` does: the
     only byte in which the two paths' files differ."""
     try:
+        # guarded: a library that fails to import is reported, not raised
         from tensorflow.lite.python import conversion_metadata_schema_py_generated as fb
 
         converter._metadata.environment.modelType = fb.ModelType.KERAS_MODEL

@@ -1,10 +1,14 @@
 """Validation of an exported file against its Keras source, kept apart from conversion."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from models.artifacts import sha256_file
+from models.spec import n_samples
 
 
 #: float32 rounding scales with the value: parity allows ``atol + RTOL * |reference|`` per element (np.allclose's
@@ -125,11 +129,6 @@ def runtime_name(exported) -> str | None:
 def validated_metric(path: Path, runtime: str, metric_name: str, test_x) -> float | None:
     """The task metric the export's validation computed for this very file on ``runtime`` over the whole test
     split (its sidecar's ``validation``), or None: a file built once is not scored twice on the same runtime."""
-    import json
-
-    from models.artifacts import sha256_file
-    from models.spec import n_samples
-
     sidecar = Path(str(path) + ".json")
     try:
         record = json.loads(sidecar.read_text()).get("validation") or {}

@@ -1,12 +1,12 @@
 """python -m models {list,train}"""
 from __future__ import annotations
 
-from . import registry
-from .cli import ArgumentParser, console, run
+from models import registry
+from models.cli import ArgumentParser, console, run
 
 
 def _list(args):
-    from rich.table import Table
+    from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
     table = Table(title="model zoo")
     for col in ("name", "seed", "task", "metric", "bar", "inputs"):
@@ -19,7 +19,7 @@ def _list(args):
 
 
 def _train(args):
-    from .training import train
+    from models.training import train  # deferred: models.training loads TensorFlow
 
     out = console()
     status = 0

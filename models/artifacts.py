@@ -13,7 +13,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from models.errors import UserError
 
 CACHE_ENV = "CT_CACHE_DIR"
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from models.artifacts import atomic_path
+from models.datasets.synthetic import synthetic_inputs
+from models.errors import UserError
+from models.spec import signature_of
 
 BRIDGE_ATOL = 1e-4  # max |Δ| (relative to the output's scale) between a Keras 3 model and its tf_keras copy
 
@@ -32,7 +36,7 @@ def written_by(path: Path) -> str:
                 if "metadata.json" in zf.namelist():
                     version = json.loads(zf.read("metadata.json")).get("keras_version")
         else:
-            import h5py
+            import h5py  # deferred: h5py
 
             with h5py.File(path, "r") as f:
                 version = f.attrs.get("keras_version")
@@ -44,7 +48,7 @@ def written_by(path: Path) -> str:
 
 def keras3():
     """The Keras 3 package (installed with TensorFlow >= 2.16, whatever TF_USE_LEGACY_KERAS says)."""
-    import keras
+    import keras  # deferred: Keras 3 (TensorFlow)
 
     return keras
 
@@ -61,7 +65,7 @@ _BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape"
 
 def _k3_hard_sigmoid(x):
     """Keras 3's hard_sigmoid, relu6(x + 3) / 6 (tf_keras' of the same name is clip(0.2 x + 0.5, 0, 1))."""
-    from .backend import tf
+    from models.backend import tf  # deferred: models.backend loads TensorFlow
 
     return tf.nn.relu6(x + 3.0) / 6.0
 
@@ -75,7 +79,7 @@ ACTIVATIONS = {"hard_sigmoid": _k3_hard_sigmoid, "hard_silu": _k3_hard_silu, "ha
 
 
 def _register_activations() -> None:
-    import tf_keras
+    import tf_keras  # deferred: TensorFlow (tf_keras)
 
     for name, fn in ACTIVATIONS.items():
         key = f"ct_keras3>{fn.__name__}"
@@ -125,7 +129,7 @@ def _plain(obj):
 
 def _tf_class(class_name: str, module: str):
     """The tf_keras class of a serialized Keras 3 initializer, regularizer or constraint (None: not one)."""
-    from .backend import keras as tfk
+    from models.backend import keras as tfk  # deferred: models.backend loads TensorFlow
 
     for kind in ("initializers", "regularizers", "constraints"):
         if kind in module:
@@ -136,7 +140,7 @@ def _tf_class(class_name: str, module: str):
 def _accepted(cls) -> set[str] | None:
     """Keyword arguments ``cls`` takes: its own and its bases' up to one without ``**kwargs`` (for layers, the
     base Layer's)."""
-    import tf_keras
+    import tf_keras  # deferred: TensorFlow (tf_keras)
 
     names = set(_BASE_KWARGS) if issubclass(cls, tf_keras.layers.Layer) else set()
     for klass in cls.__mro__:
@@ -208,7 +212,7 @@ def _graph(model):
 
 def to_tf_keras(model, check: bool = True, inputs=None):
     """Rebuild a Keras 3 Sequential/functional model in tf_keras with the same weights (checked by parity)."""
-    from .backend import keras as tfk
+    from models.backend import keras as tfk  # deferred: models.backend loads TensorFlow
 
     k3 = keras3()
     functional, config = _graph(model)
@@ -259,8 +263,6 @@ def to_tf_keras(model, check: bool = True, inputs=None):
             raise BridgeError(f"layer {name!r}: its Keras 3 weights do not fit the tf_keras layer "
                               f"({str(e).splitlines()[0][:160]})") from None
     if isinstance(model, k3.Model) and check:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             check_parity(model, rebuilt, inputs, "the tf_keras copy of the Keras 3 model")
@@ -280,9 +282,6 @@ def _copy_compile(source, target, tfk) -> None:
 
 def check_parity(a, b, inputs, what: str) -> float:
     """Max |Δ| between two models' outputs on ``inputs`` (synthetic if None); BridgeError beyond tolerance."""
-    from .synthetic import synthetic_inputs
-    from .spec import signature_of
-
     if inputs is None:
         inputs = synthetic_inputs(b, signature_of(b), 16)
     ya, yb = _outputs(a, inputs), _outputs(b, inputs)
@@ -309,8 +308,6 @@ def _outputs(model, inputs) -> list[np.ndarray]:
 
 def to_keras3(model, inputs=None):
     """The tf_keras ``model`` as a Keras 3 model, through the legacy HDF5 format (checked by parity)."""
-    import warnings
-
     k3 = keras3()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "HDF5 is legacy", input-structure notes: the parity check decides
@@ -330,8 +327,6 @@ def to_keras3(model, inputs=None):
 
 def save_keras3(model, path: Path, inputs=None) -> None:
     """Write a tf_keras result as a Keras 3 ``.keras`` file (atomically), so ``keras.saving.load_model`` opens it."""
-    from .artifacts import atomic_path
-
     back = to_keras3(model, inputs)
     with atomic_path(path) as tmp:
         back.save(tmp)
@@ -343,8 +338,8 @@ def savedmodel_as_tf_keras(path: Path):
     """A SavedModel with a ``serving_default`` signature (what Keras 3's ``model.export`` writes) as a tf_keras
     model with one layer that calls the signature: it predicts, exports and benchmarks like any model; techniques
     that need Keras layers (pruning, clustering, QAT) find none and say so."""
-    from .backend import keras as tfk
-    from .backend import quiet_stderr, tf
+    from models.backend import keras as tfk  # deferred: models.backend loads TensorFlow
+    from models.backend import quiet_stderr, tf  # deferred: models.backend loads TensorFlow
 
     with quiet_stderr():
         loaded = tf.saved_model.load(str(path))

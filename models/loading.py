@@ -1,14 +1,20 @@
 """Turn a MODEL argument (zoo name or path to the user's own file) into a Keras model."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
+import json
 import os
+import sys
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import registry
-from .errors import UserError
+from models import registry
+from models.errors import UserError
+from models.keras3 import is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
@@ -55,11 +61,9 @@ def _module_allowed(module: str, class_name: str, registered_name, trusted=()) -
         return True
     if class_name in trusted or registered_name in trusted:
         return True
-    from .keras3 import is_own_activation
-
     if is_own_activation(registered_name):  # the toolkit's tf_keras stand-in for a Keras 3 activation
         return True
-    from .backend import keras
+    from models.backend import keras  # deferred: models.backend loads TensorFlow
 
     obj = keras.saving.get_registered_object(registered_name) if isinstance(registered_name, str) else None
     return obj is not None and getattr(obj, "__module__", None) == module
@@ -107,9 +111,6 @@ def _scan_config(config, path: Path, trusted=()) -> None:
 
 def _check_safe(path: Path, kind: str, trusted=()) -> None:
     """Read the model's config without building anything and refuse code in it (see _scan_config)."""
-    import json
-    import zipfile
-
     try:
         if kind == "zip":
             with zipfile.ZipFile(path) as zf:
@@ -127,7 +128,7 @@ def _check_safe(path: Path, kind: str, trusted=()) -> None:
                     raise UserError(f"cannot load {path} as a Keras model: config.json is {info.file_size} bytes")
                 text = zf.read(info)
         else:
-            import h5py
+            import h5py  # deferred: h5py
 
             with h5py.File(path, "r") as f:
                 text = f.attrs.get("model_config")
@@ -148,15 +149,12 @@ def _check_safe(path: Path, kind: str, trusted=()) -> None:
 
 def compile_config(path: Path) -> dict:
     """The loss and metrics a model file was compiled with (``{}`` if none or unreadable)."""
-    import json
-    import zipfile
-
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 config = json.loads(zf.read("config.json"))
             return (config.get("compile_config") or {}) if isinstance(config, dict) else {}
-        import h5py
+        import h5py  # guarded: a library that fails to import is reported, not raised
 
         with h5py.File(path, "r") as f:
             text = f.attrs.get("training_config")
@@ -169,9 +167,7 @@ def _check_savedmodel_safe(path: Path, trusted=()) -> None:
     metadata = path / "keras_metadata.pb"
     if not metadata.exists():
         return
-    import json
-
-    from tf_keras.protobuf import saved_metadata_pb2
+    from tf_keras.protobuf import saved_metadata_pb2  # deferred: TensorFlow (tf_keras)
 
     try:
         proto = saved_metadata_pb2.SavedMetadata()
@@ -207,7 +203,7 @@ def _weights_read_at_once():
     resnet50 (98 MB) took 12.4 s that way, nearly all of it in zipfile.seek; read once into memory, the
     same load takes 2.5 s (same weights, same outputs).
     """
-    from tf_keras.src.saving import saving_lib
+    from tf_keras.src.saving import saving_lib  # deferred: TensorFlow (tf_keras)
 
     original = saving_lib.H5IOStore
 
@@ -245,13 +241,10 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
     SavedModel included, with a message that says so. A Keras 3 file is bridged to tf_keras (checked by
     output parity on ``parity_inputs``, synthetic if None). Any other problem is a one-line :class:`UserError`.
     """
-    from .backend import keras, quiet_stderr
-    from .keras3 import written_by
+    from models.backend import keras, quiet_stderr  # deferred: models.backend loads TensorFlow
 
     registry.names()  # registers the zoo's custom layers for deserialisation
     if custom_objects is None and os.environ.get(CUSTOM_OBJECTS_ENV):  # a child process of a sweep
-        from .subject import import_custom_objects
-
         custom_objects = {}
         for ref in os.environ[CUSTOM_OBJECTS_ENV].split(os.pathsep):
             custom_objects.update(import_custom_objects(ref))
@@ -288,7 +281,7 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
             _check_safe(path, kind, trusted)
     if written_by(path) == "keras3":
         return _load_keras3(path, unsafe, custom_objects, is_savedmodel, parity_inputs)
-    from tf_keras.src.saving.serialization_lib import SafeModeScope
+    from tf_keras.src.saving.serialization_lib import SafeModeScope  # deferred: TensorFlow (tf_keras)
 
     try:
         with quiet_stderr(), SafeModeScope(not unsafe), _weights_read_at_once():
@@ -316,12 +309,9 @@ def _load_error(path: Path, e: Exception) -> UserError:
 
 
 def _load_keras3(path: Path, unsafe: bool, custom_objects: dict, is_savedmodel: bool, parity_inputs) -> Loaded:
-    from .backend import quiet_stderr
-    from .keras3 import keras3, to_tf_keras
+    from models.backend import quiet_stderr  # deferred: models.backend loads TensorFlow
 
     if is_savedmodel:  # Keras 3's model.export (or any TF SavedModel): a graph with a signature, no Keras layers
-        from .keras3 import savedmodel_as_tf_keras
-
         return Loaded(savedmodel_as_tf_keras(path), "savedmodel")
     k3 = keras3()
     try:
@@ -334,9 +324,38 @@ def _load_keras3(path: Path, unsafe: bool, custom_objects: dict, is_savedmodel: 
     return Loaded(to_tf_keras(model, inputs=parity_inputs), "keras3", model)
 
 
-def __getattr__(name):  # Subject and resolve moved to models.subject; old imports keep working
-    if name in ("Subject", "resolve"):
-        from . import subject
+def import_custom_objects(ref: str | None) -> dict:
+    """Import the user's ``--custom-objects`` (a .py file or a module name): its layers, losses and metrics by name.
 
-        return getattr(subject, name)
-    raise AttributeError(name)
+    Importing runs the user's code: like ``--unsafe``, passing it is the user's decision to trust it.
+    """
+    if not ref:
+        return {}
+    path = Path(ref)
+    try:
+        if path.suffix == ".py" or path.exists():
+            if not path.is_file():
+                raise UserError(f"--custom-objects {ref}: no such file")
+            name = f"ct_custom_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+            module = sys.modules.get(name)  # imported once per process: Keras refuses to register a class twice
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+        else:
+            module = importlib.import_module(ref)
+    except UserError:
+        raise
+    except Exception as e:  # the user's code failed to import: say where, in one line
+        raise UserError(f"--custom-objects {ref}: importing it failed: {type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+    objects = {}
+    for attr, value in vars(module).items():
+        if isinstance(value, type) and getattr(value, "__module__", None) == module.__name__:
+            objects[attr] = value
+    return objects

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import Metric
+from models.spec import Metric
 
 
 def _labels(y_pred) -> np.ndarray:
@@ -29,13 +29,13 @@ def _mse(y_true, y_pred) -> float:
 
 
 def _roc_auc(y_true, y_pred) -> float:
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # deferred: scikit-learn
 
     return float(roc_auc_score(np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()))
 
 
 def _pr_auc(y_true, y_pred) -> float:
-    from sklearn.metrics import average_precision_score
+    from sklearn.metrics import average_precision_score  # deferred: scikit-learn
 
     return float(average_precision_score(np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()))
 

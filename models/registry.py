@@ -1,7 +1,7 @@
 """The one registry of zoo models that the CLIs, the pipeline and the tests iterate over.
 
 Zoo modules call :func:`register` at import time; :func:`names` and :func:`get`
-import every module in ``models.zoo`` first, so adding a file there is all it
+import every module under ``models.zoo`` first, so adding a file there is all it
 takes to add a model (no second list anywhere).
 """
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .errors import UserError
-from .spec import ModelSpec
+from models import zoo
+from models.errors import UserError
+from models.spec import ModelSpec
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _loaded = False
@@ -27,11 +28,9 @@ def _load_zoo() -> None:
     global _loaded
     if _loaded:
         return
-    from . import zoo
-
-    for info in sorted(pkgutil.iter_modules(zoo.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{zoo.__name__}.{info.name}")
+    for info in sorted(pkgutil.walk_packages(zoo.__path__, f"{zoo.__name__}."), key=lambda m: m.name):
+        if not info.ispkg and not info.name.rpartition(".")[2].startswith("_"):
+            importlib.import_module(info.name)
     _loaded = True
 
 

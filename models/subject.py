@@ -8,16 +8,18 @@ so compress, export and benchmarks never ask which it was.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import registry
-from .errors import UserError
-from .spec import Metric, ModelSpec, Split, Splits, n_samples, signature_of
+from models import registry
+from models import metrics
+from models.datasets import user_data
+from models.datasets.synthetic import describe_range, synthetic_inputs
+from models.errors import UserError
+from models.keras3 import keras3
+from models.loading import _looks_like_path, compile_config, import_custom_objects, load_model_file
+from models.spec import Metric, ModelSpec, Split, Splits, n_samples, signature_of
 
 SYNTHETIC_CALIBRATION = 128
 SYNTHETIC_EVAL = 32
@@ -77,7 +79,7 @@ class Subject:
 
     def score(self, model) -> float | None:
         """The task metric of a Keras model on the evaluation split (None without labels)."""
-        from .training import keras_predict
+        from models.training import keras_predict  # deferred: models.training loads TensorFlow
 
         return self.score_predict(keras_predict(model))
 
@@ -104,43 +106,6 @@ class Subject:
 
 # -------------------------------------------------------------------------------------------- custom objects
 
-def import_custom_objects(ref: str | None) -> dict:
-    """Import the user's ``--custom-objects`` (a .py file or a module name): its layers, losses and metrics by name.
-
-    Importing runs the user's code: like ``--unsafe``, passing it is the user's decision to trust it.
-    """
-    if not ref:
-        return {}
-    path = Path(ref)
-    try:
-        if path.suffix == ".py" or path.exists():
-            if not path.is_file():
-                raise UserError(f"--custom-objects {ref}: no such file")
-            name = f"ct_custom_{path.stem}_{abs(hash(str(path.resolve()))):x}"
-            module = sys.modules.get(name)  # imported once per process: Keras refuses to register a class twice
-            if module is None:
-                spec = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[name]
-                    raise
-        else:
-            module = importlib.import_module(ref)
-    except UserError:
-        raise
-    except Exception as e:  # the user's code failed to import: say where, in one line
-        raise UserError(f"--custom-objects {ref}: importing it failed: {type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
-    objects = {}
-    for attr, value in vars(module).items():
-        if isinstance(value, type) and getattr(value, "__module__", None) == module.__name__:
-            objects[attr] = value
-    return objects
-
-
 # -------------------------------------------------------------------------------------------------- resolving
 
 def resolve(arg, tiny: bool = False, seed: int = 0, cache=None, unsafe: bool = False, **source) -> Subject:
@@ -149,8 +114,6 @@ def resolve(arg, tiny: bool = False, seed: int = 0, cache=None, unsafe: bool = F
                                                      cache=None if cache is None else str(cache), **source)
     if src.model in registry.names():
         return _zoo(src)
-    from .loading import _looks_like_path
-
     if _looks_like_path(src.model):
         return _user_file(src)
     registry.get(src.model)  # raises "unknown model ...; valid: ..."
@@ -161,13 +124,13 @@ def train_ahead(src: Source) -> None:
     """Train a zoo source now and cache it on disk, so that resolving it later only loads it (a sweep trains the
     next model while the current one's variants build). A model file needs nothing."""
     if src.model in registry.names():
-        from .training import train
+        from models.training import train  # deferred: models.training loads TensorFlow
 
         train(registry.get(src.model), tiny=src.tiny, seed=src.seed, cache=src.cache)
 
 
 def _zoo(src: Source) -> Subject:
-    from .training import train
+    from models.training import train  # deferred: models.training loads TensorFlow
 
     spec = registry.get(src.model)
     trained = train(spec, tiny=src.tiny, seed=src.seed, cache=src.cache)
@@ -181,9 +144,6 @@ def _zoo(src: Source) -> Subject:
 
 
 def _user_file(src: Source) -> Subject:
-    from .keras3 import keras3
-    from .loading import compile_config, load_model_file
-
     custom = import_custom_objects(src.custom_objects)
     path = Path(src.model)
     loaded = load_model_file(path, unsafe=src.unsafe, custom_objects=custom)
@@ -239,8 +199,6 @@ def _class_names(src: Source):
 def _with_metric(spec: ModelSpec, metric_arg: str | None, model, compiled: dict, splits: Splits,
                  own_data: bool = False):
     """The spec with the metric to judge on: ``--metric``, else the spec's own, else inferred; and how it was chosen."""
-    from . import metrics
-
     if metric_arg:
         metric = metrics.by_name(metric_arg)
         if metric is None:
@@ -260,8 +218,6 @@ def _with_metric(spec: ModelSpec, metric_arg: str | None, model, compiled: dict,
 
 
 def _user_splits(src: Source, model) -> tuple[Splits, str]:
-    from . import user_data
-
     signature = signature_of(model)
     out = model.outputs[0]
     width = int(out.shape[-1]) if len(out.shape) > 1 and out.shape[-1] else None
@@ -284,8 +240,6 @@ def _user_splits(src: Source, model) -> tuple[Splits, str]:
 
 
 def _synthetic_splits(model, seed: int) -> tuple[Splits, str]:
-    from .synthetic import describe_range, synthetic_inputs
-
     signature = signature_of(model)
     train = Split(synthetic_inputs(model, signature, SYNTHETIC_CALIBRATION, seed), None)
     test = Split(synthetic_inputs(model, signature, SYNTHETIC_EVAL, seed + 1), None)

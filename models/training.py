@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_path, cache_dir, key_of, write_json
-from .backend import keras
-from .spec import ModelSpec, Predict, Splits, n_samples
+from models.artifacts import atomic_path, cache_dir, key_of, write_json
+from models.backend import keras
+from models.loading import load_keras
+from models.spec import ModelSpec, Predict, Splits, n_samples
 
 _SPLITS: dict[tuple, Splits] = {}
 
@@ -68,8 +69,6 @@ class TrainedModel:
     from_cache: bool
 
     def load(self):
-        from .loading import load_keras
-
         return load_keras(self.path)
 
     def splits(self) -> Splits:

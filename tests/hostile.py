@@ -138,10 +138,10 @@ def build_assets(d: Path) -> Path:
     """Valid files of every format (from the tiny mlp), and broken, hostile and mislabelled ones, in ``d``."""
     from conftest import tiny_trained
 
-    from compress.ptq import QuantRecipe
+    from export.quantize.ptq import QuantRecipe
     from export import exporter
     from models.backend import keras
-    from models.loading import resolve
+    from models.subject import resolve
 
     shutil.copy(tiny_trained("mlp").path, d / "mlp.keras")
     subject = resolve("mlp", tiny=True)

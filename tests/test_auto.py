@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from compress.auto import LOG_NAME, AutoSpec, auto
-from compress.auto_eval import Reference, paired_interval
-from compress.auto_log import AutoLog
+from compress.auto.search import LOG_NAME, AutoSpec, auto
+from compress.auto.evaluator import Reference, paired_interval
+from compress.auto.log import AutoLog
 from models.metrics import ACCURACY
 
 # the module-scoped search is done once: under xdist (make test) the whole module runs on one worker
@@ -194,7 +194,7 @@ def test_relative_budget_is_a_fraction_of_the_fp32_metric(mlp, tmp_path):
 
 
 def test_mixed_precision_keeps_layers_float_through_the_helpers_interface(mlp, tmp_path, monkeypatch):
-    """int8 over budget -> compress.sensitivity.rank and compress.mixed_precision.keep_in_float are called with a
+    """int8 over budget -> export.quantize.sensitivity.rank and export.quantize.mixed_precision.keep_in_float are called with a
     drop_of that builds and scores the real file with those layers excluded; the report explains each layer."""
     import sys
     import types
@@ -292,7 +292,7 @@ def test_latency_is_the_median_of_several_sessions(searched, mlp, monkeypatch):
     """One runtime session of a file can be far slower than the next for its whole life: the score takes the
     median session, loading the file once per session."""
     from benchmarks.runner import stats
-    from compress import auto_eval
+    from compress.auto import evaluator as auto_eval
     from export import runtime
 
     path = searched.choices["litert"].path
@@ -308,7 +308,7 @@ def test_latency_is_the_median_of_several_sessions(searched, mlp, monkeypatch):
 def test_finalists_are_timed_again_side_by_side_and_the_choice_follows(mlp, tmp_path, monkeypatch):
     """Timings taken minutes apart are re-taken interleaved at the end; the choice, its notes and the search log
     (so a resumed search) all use the side-by-side figures."""
-    from compress import auto_eval
+    from compress.auto import evaluator as auto_eval
 
     spec = AutoSpec(tmp_path, max_drop=0.5, runtimes=("litert",), techniques=(), mixed_precision=False,
                     resamples=200)
@@ -333,7 +333,7 @@ def test_finalists_are_timed_again_side_by_side_and_the_choice_follows(mlp, tmp_
 
 
 def test_interleaved_timing_rotates_the_order_and_uses_fresh_sessions(searched, monkeypatch):
-    from compress import auto_eval
+    from compress.auto import evaluator as auto_eval
     from export import runtime
 
     path = searched.choices["litert"].path

@@ -2,7 +2,7 @@
 from test_benchmarks import _row
 
 from benchmarks.store import Store
-from compress import auto_zoo
+from compress.auto import zoo as auto_zoo
 
 
 def _result(model, chosen_chain, latency_ratio, drop=0.004, exclude=(), size_ratio=3.9):

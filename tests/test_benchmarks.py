@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from benchmarks import report
+from benchmarks.report import markdown as report
 from benchmarks.runner import Method, measure, stats
 from benchmarks.store import Store
 from benchmarks.sweep import Sweep, SweepConfig
@@ -293,7 +293,7 @@ def test_run_says_which_onnxruntime_build_and_providers_it_found(cli, tmp_path):
 
 
 def test_crashing_runtime_is_a_failed_row_not_a_dead_sweep(tmp_path, monkeypatch):
-    from benchmarks import executor
+    from benchmarks.executors import local as executor
 
     monkeypatch.setattr(executor, "child_command", lambda: [sys.executable, "-c", "import os; os.abort()"])
     store = Store(tmp_path / "results.db")
@@ -322,7 +322,7 @@ def test_report_files_have_tables_and_plots(tmp_path):
     assert "| tflite-int8 | litert |" in md.read_text()
     text = page.read_text()
     assert text.count('class="plotly-graph-div"') == 2 and "<table" in text  # Pareto and speedup figures
-    from benchmarks.plots import pareto
+    from benchmarks.report.plots import pareto
 
     # tflite-fp32 is slower, larger and worse than tflite-int8: dominated
     assert pareto(rows, True) == {0, 1}

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 from conftest import tiny_trained
 from export import exporter
 from export import tflite as tflite_export
-from models.loading import Subject
+from models.subject import Subject
 from models.spec import n_samples
 from models.subject import Subject as SubjectClass
 
@@ -97,7 +97,7 @@ def test_source_metric_does_not_leak_to_another_model(counted):
 def test_sweep_variant_files_record_the_recipe_they_were_made_with(tmp_path):
     """The file's chain names the pruning recipe (fine-tuning schedule) and the ONNX int8 flavour picked."""
     from benchmarks import variants
-    from compress.int8_choice import CHOICES
+    from export.quantize.int8_choice import CHOICES
 
     subject = subject_of("mlp")
     pruned = variants.build(variants.by_name("pruned-tflite-int8"), subject, tmp_path)

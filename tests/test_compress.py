@@ -9,9 +9,13 @@ layer that could take it.
 import numpy as np
 import pytest
 
-from compress import channels, clustering, finetune, pruning, qat
-from compress.ptq import QuantRecipe
-from compress.selective import kernel_weights
+from compress.techniques import channels
+from compress.techniques import clustering
+from compress.techniques import finetune
+from compress.techniques import pruning
+from compress.techniques import qat
+from export.quantize.ptq import QuantRecipe
+from compress.techniques.selective import kernel_weights
 from conftest import ZOO, tiny_trained
 
 TECHNIQUES = ("prune", "2:4", "channel", "cluster", "qat", "pqat", "cqat")
@@ -226,7 +230,7 @@ def _first_dense(trained) -> str:
 ], ids=lambda v: str(v) if not isinstance(v, dict) else ",".join(f"{k}={w}" for k, w in v.items()) or "default")
 def test_ptq_recipes_export_and_validate(fmt, mode, options, tmp_path):
     from export.exporter import export
-    from models.loading import Subject
+    from models.subject import Subject
 
     t = tiny_trained("cnn")
     if "exclude" in options:
@@ -241,7 +245,7 @@ def test_ptq_recipes_export_and_validate(fmt, mode, options, tmp_path):
 
 
 def test_exclude_names_must_match():
-    from compress.ptq import match_names
+    from export.quantize.ptq import match_names
 
     with pytest.raises(ValueError, match="nothing to exclude for nope"):
         match_names(["cnn/dense_2/MatMul"], ["nope"], "op")

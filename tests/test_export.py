@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 from conftest import ROOT, ZOO, tiny_trained
 from export import exporter, runtime
-from models.loading import Subject
+from models.subject import Subject
 
 
 def subject_of(name):
@@ -149,7 +149,7 @@ def test_rnn_is_unrolled_for_tflite_and_matches(tmp_path):
 
 
 def test_user_savedmodel_and_h5_files_export(tmp_path):
-    from models.loading import resolve
+    from models.subject import resolve
 
     model = subject_of("mlp").model
     model.save(tmp_path / "m.h5")

@@ -81,7 +81,7 @@ def _activation_model(k, name):
 
 def _export_both(tmp_path, flavour, model, x) -> str:
     """'ok' or the reason a format could not take the model (the first one that fails)."""
-    from compress.ptq import QuantRecipe
+    from export.quantize.ptq import QuantRecipe
     from export.exporter import export
     from models.subject import resolve
 

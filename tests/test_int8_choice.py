@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from compress import int8_choice
-from compress.int8_choice import FLAVOURS, choose, flavour
-from compress.ptq import QuantRecipe, calibration_feeds, quantize_onnx
+from export.quantize import int8_choice
+from export.quantize.int8_choice import FLAVOURS, choose, flavour
+from export.quantize.ptq import QuantRecipe, calibration_feeds, quantize_onnx
 
 
 def _graph(activation: str = "Relu", scale: float = 1.0) -> bytes:

@@ -1,7 +1,7 @@
 """A converter output that aborts LiteRT is a reason, never a dead process; LayerNormalization runs in 16x8.
 
 LiteRT aborts (SIGABRT, no message) preparing tf_keras' fused LayerNormalization quantized 16x8; the exporter
-converts it from its moments instead (models/rewrites.py), and runs every file it has not yet run in the
+converts it from its moments instead (export/rewrites.py), and runs every file it has not yet run in the
 probe's child process, so an abort it does not know of becomes an error line or a rejected candidate.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import user_models
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 
 MOMENTS_NOTE = "LayerNormalization computed from its moments"
 
@@ -24,7 +24,7 @@ def tf_keras_ln(tmp_path_factory):
 
 def test_moments_layer_norm_matches_keras():
     from models.backend import keras
-    from models.rewrites import moments_forms, moments_forms_needed
+    from export.rewrites import moments_forms, moments_forms_needed
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((5, 12))
@@ -70,7 +70,7 @@ def test_a_file_that_aborts_litert_is_an_error_line_not_a_dead_process(tf_keras_
 
 
 def test_auto_on_a_tf_keras_layer_norm_model_scores_16x8(tf_keras_ln, tmp_path):
-    from compress.auto import AutoSpec, auto
+    from compress.auto.search import AutoSpec, auto
     from models.subject import resolve
 
     path, data = tf_keras_ln
@@ -84,7 +84,7 @@ def test_auto_on_a_tf_keras_layer_norm_model_scores_16x8(tf_keras_ln, tmp_path):
 
 def test_auto_on_the_keras3_model_that_aborted_litert_finishes(cli, tmp_path, monkeypatch):
     """The command that died with SIGABRT, on the same Keras 3 model (PTQ candidates only, to keep it short)."""
-    from compress import auto
+    from compress.auto import search as auto
 
     monkeypatch.setattr(auto, "TECHNIQUES", ())
     path, data = user_models.layer_norm_mlp(tmp_path, "keras3", n=600, epochs=6)

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from benchmarks import profile, variants
+from benchmarks import variants
+from benchmarks.profiling import command as profile
+from benchmarks.profiling import layers as profile_layers
 from conftest import tiny_trained
 
 
@@ -47,10 +49,10 @@ def test_a_bare_onnx_file_maps_ops_by_their_scope(cnn_variants, tmp_path):
 
 def test_layer_names_from_op_paths():
     layers = {"conv2d", "dense_1"}
-    assert profile.layer_of("cnn/conv2d/BiasAdd_quant_token_1", layers) == "conv2d"
-    assert profile.layer_of("dense_1_DequantizeLinear", layers) == "dense_1"
-    assert profile.layer_of("image_q", layers) is None
-    assert profile.layer_of("model/block/conv2d/Conv2D", None) == "conv2d"
+    assert profile_layers.layer_of("cnn/conv2d/BiasAdd_quant_token_1", layers) == "conv2d"
+    assert profile_layers.layer_of("dense_1_DequantizeLinear", layers) == "dense_1"
+    assert profile_layers.layer_of("image_q", layers) is None
+    assert profile_layers.layer_of("model/block/conv2d/Conv2D", None) == "conv2d"
 
 
 @pytest.mark.parametrize("variant,runtime", [("tflite-fp32", "litert"), ("tflite-int8", "litert"),
@@ -80,7 +82,7 @@ def test_litert_profile_maps_ops_to_the_keras_layers(cnn_variants, variant, runt
 
 
 def test_xnnpack_operators_match_tflite_nodes_in_order():
-    from benchmarks.profile_litert import Node, assign, run_events
+    from benchmarks.profiling.litert import Node, assign, run_events
 
     nodes = [Node(0, "QUANTIZE", None), Node(1, "CONV_2D", "conv2d"), Node(2, "RESHAPE", "flatten"),
              Node(3, "FULLY_CONNECTED", "dense")]
@@ -89,7 +91,7 @@ def test_xnnpack_operators_match_tflite_nodes_in_order():
     got = assign(ops, nodes)
     assert [n.index if n else None for n in got] == [0, 1, 2, 3, 3, None]  # glue reshape goes to the FC it feeds
     events = [(op, 8, 5, i) for i, op in enumerate(ops)]
-    layers, = [profile.aggregate(run_events(events, nodes), 1, {"conv2d", "flatten", "dense"})[1]]
+    layers, = [profile_layers.aggregate(run_events(events, nodes), 1, {"conv2d", "flatten", "dense"})[1]]
     assert {x.layer for x in layers} == {"(no Keras layer) Convert (NC)", "conv2d", "flatten", "dense",
                                          "(unmatched XNNPACK operator) Frobnicate (NC)"}
 
@@ -117,8 +119,8 @@ def test_reading_a_tflite_graph_leaves_no_descriptor_open(cnn_variants):
     once per runtime and thread count, and a full sweep ran out of select()-able descriptors."""
     import os
 
-    from benchmarks.int8_causes import tflite_facts
-    from benchmarks.profile_litert import tflite_nodes
+    from benchmarks.report.int8_causes import tflite_facts
+    from benchmarks.profiling.litert import tflite_nodes
 
     path = cnn_variants[1]["tflite-int8"]
     before = len(os.listdir("/proc/self/fd"))

@@ -1,14 +1,16 @@
 """The pruning fine-tuning recipe: the model's own learning rate, epochs relative to its training, the schedule end
 and the decaying rate after it recorded, small layers kept dense; technique outputs saved without optimizer state;
-and the zoo check (compress.prune_check) that measures it."""
+and the zoo check (benchmarks.studies.prune_check) that measures it."""
 import json
 import zipfile
 
 import numpy as np
 import pytest
 
-from compress import finetune, prune_check, pruning
-from compress.cli_common import save_keras
+from compress.techniques import finetune
+from benchmarks.studies import prune_check
+from compress.techniques import pruning
+from compress.techniques.saving import save_keras
 from conftest import tiny_trained
 from models.backend import keras
 from models.errors import UserError

@@ -10,8 +10,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray a
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import ray  # noqa: E402  (the test extra installs it)
 
-from benchmarks.executor import LocalExecutor  # noqa: E402
-from benchmarks.executor_ray import RayExecutor  # noqa: E402
+from benchmarks.executors.local import LocalExecutor  # noqa: E402
+from benchmarks.executors.ray_cluster import RayExecutor  # noqa: E402
 from benchmarks.runner import Method  # noqa: E402
 from benchmarks.store import Store  # noqa: E402
 from benchmarks.sweep import Sweep, SweepConfig  # noqa: E402

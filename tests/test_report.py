@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from benchmarks import report, report_summary as rs
+from benchmarks.report import markdown as report
+from benchmarks.report import summary as rs
 
 
 def row(variant, runtime, p50, metric=0.9, size=1000, batch=1, threads=2, p90=None, **kw):
@@ -146,7 +147,7 @@ def test_warnings_fire_only_beyond_noise_and_name_batch_threads_and_cause(tmp_pa
 def test_int8_cause_counts_float_ops_in_the_tflite_file_and_reads_profiles(tmp_path):
     """A TFLite file whose ops run in float, filed as the int8 variant: the warning counts them; stored profiles
     of both variants name the layer int8 made slower."""
-    from compress.ptq import QuantRecipe
+    from export.quantize.ptq import QuantRecipe
     from conftest import tiny_trained
     from export.exporter import convert
     from models.subject import resolve

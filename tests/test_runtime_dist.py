@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 from conftest import ROOT, tiny_trained
 from export import exporter, runtime
-from models.loading import Subject
+from models.subject import Subject
 
 # the runtime venv is built once: under xdist (make test) the whole module runs on one worker
 pytestmark = pytest.mark.xdist_group("runtime_dist")

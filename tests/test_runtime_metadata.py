@@ -7,11 +7,11 @@ from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.tools import flatbuffer_utils
 
 import ct_runtime
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 from conftest import tiny_trained
 from ct_runtime.metadata import LEGACY_TFLITE_PREFIX, METADATA_KEY, tflite_metadata
 from export import exporter
-from models.loading import Subject
+from models.subject import Subject
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from compress.mixed_precision import keep_in_float
-from compress.ptq import QuantRecipe
-from compress.sensitivity import ONNX_MEASURE, TFLITE_MEASURE, LayerSensitivity, analyse, layer_of, rank
+from export.quantize.mixed_precision import keep_in_float
+from export.quantize.ptq import QuantRecipe
+from export.quantize.sensitivity import ONNX_MEASURE, TFLITE_MEASURE, LayerSensitivity, analyse, layer_of, rank
 
 HARD = "hard_conv"
 
@@ -79,7 +79,7 @@ def _float_layers(subject, fmt, exclude):
     """Layers none of whose weighted ops/nodes is quantized in the exported file."""
     import onnx
 
-    from compress.sensitivity import kernel_layers
+    from export.quantize.sensitivity import kernel_layers
     from export.exporter import convert
 
     names = kernel_layers(subject.model)

@@ -95,7 +95,7 @@ def test_hard_swish_model_through_a_technique_comes_back_with_keras3_activations
 
 def test_auto_runs_techniques_on_a_hard_swish_model(hard_swish_model, tmp_path):
     """The techniques' intermediate files name the toolkit's own activation stand-ins: safe mode loads them."""
-    from compress.auto import AutoSpec, auto
+    from compress.auto.search import AutoSpec, auto
     from models.subject import resolve
 
     path, data = hard_swish_model

@@ -102,7 +102,7 @@ def test_without_data_synthetic_inputs_follow_the_normalization_layer(files, cli
 def test_synthetic_inputs_follow_rescaling_and_embedding(tmp_path):
     from models.backend import keras
     from models.spec import signature_of
-    from models.synthetic import synthetic_inputs
+    from models.datasets.synthetic import synthetic_inputs
 
     pixels = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten()])
     x = synthetic_inputs(pixels, signature_of(pixels), 200)
@@ -266,7 +266,7 @@ def test_benchmarks_run_on_user_files_beside_a_zoo_model(files, cli, tmp_path, m
     assert fp32["metric_name"] == "accuracy" and fp32["metric"] > 0.8
     scores = {row["variant"]: row["metric"] for row in mine}
     assert abs(scores["onnx-fp32"] - scores["fp32"]) < 1e-9 and abs(scores["tflite-int8"] - scores["fp32"]) <= 0.02
-    assert 0.5 < scores["pruned"] <= 1.0  # fine-tuned on --data; its drop is the recipe's (see compress.finetune)
+    assert 0.5 < scores["pruned"] <= 1.0  # fine-tuned on --data; its drop is the recipe's (see compress.techniques.finetune)
     assert fp32["model_key"].startswith("custom-") and len(fp32["model_key"]) > len("custom-") + 8
     assert {row["model"] for row in rows} == {"custom", "mlp"}
 

@@ -5,7 +5,7 @@ import pytest
 
 
 def test_runtimes_of_one_format_share_a_worker_process():
-    from benchmarks.executor import worker_group
+    from benchmarks.executors.local import worker_group
 
     assert worker_group("keras") == worker_group("keras-predict") == worker_group("tf-gpu")
     assert worker_group("litert") == worker_group("litert-noxnnpack") != worker_group("onnxruntime-cpu")
@@ -13,7 +13,7 @@ def test_runtimes_of_one_format_share_a_worker_process():
 
 @pytest.mark.parametrize("rss_after_mb, replaced", [(50, False), (5000, True)])
 def test_a_worker_left_holding_too_much_memory_is_replaced(monkeypatch, tmp_path, rss_after_mb, replaced):
-    from benchmarks import executor
+    from benchmarks.executors import local as executor
 
     child = tmp_path / "child.py"
     child.write_text("import json, os, sys\n"
@@ -30,7 +30,7 @@ def test_a_worker_left_holding_too_much_memory_is_replaced(monkeypatch, tmp_path
 
 
 def test_idle_workers_holding_much_memory_make_way_for_a_build(monkeypatch, tmp_path):
-    from benchmarks import executor
+    from benchmarks.executors import local as executor
 
     child = tmp_path / "child.py"  # a worker that keeps 200 MB after answering
     child.write_text("import json, sys\nheld = bytearray(200 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\n"

@@ -6,7 +6,9 @@ import models
 from models.backend import keras
 from models.datasets import audiovisual, scenes
 from models.training import keras_predict
-from models.zoo import diffusion, gan, yolo
+from models.zoo.vision import diffusion
+from models.zoo.vision import gan
+from models.zoo.vision import yolo
 from conftest import tiny_trained
 
 

@@ -38,7 +38,7 @@ def test_keyword_spectrograms_have_ten_distinct_words():
 
 def test_fraud_bar_is_ninety_percent_of_the_logistic_baseline():
     spec = models.get("fraud_dnn")
-    from models.zoo.fraud_dnn import LOGREG_PR_AUC
+    from models.zoo.structured.fraud_dnn import LOGREG_PR_AUC
 
     splits = imbalanced_transactions(spec.config["samples"], 0)
     assert 0.01 <= splits.train.y.mean() <= 0.02 and splits.train.x.shape[1] == 30
@@ -47,7 +47,7 @@ def test_fraud_bar_is_ninety_percent_of_the_logistic_baseline():
 
 
 def test_dqn_rollout_scores_a_hand_policy_through_predict_only():
-    from models.zoo import dqn
+    from models.zoo.structured import dqn
 
     cfg = models.get("dqn").resolve_config(tiny=False, eval_episodes=3)
 

@@ -13,7 +13,7 @@ from conftest import tiny_trained
 # ----------------------------------------------------------------------------------------- word2vec
 
 def test_synonym_recall_scores_planted_clusters():
-    from models.zoo.word2vec import synonym_recall
+    from models.zoo.sequence.word2vec import synonym_recall
 
     groups = np.array([-1, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     centres = np.eye(4)[[3, 0, 0, 0, 1, 1, 1, 2, 2, 2]]
@@ -35,7 +35,7 @@ def test_grammar_uses_every_word_in_fixed_slots():
 
 
 def test_word2vec_lookup_shares_the_trained_embedding():
-    from models.zoo import word2vec
+    from models.zoo.sequence import word2vec
 
     spec = models.get("word2vec")
     config = spec.resolve_config(tiny=True)
@@ -95,7 +95,7 @@ def test_seq2seq_decoder_is_causal_and_reads_the_encoder():
 
 
 def test_greedy_decode_is_consistent_with_teacher_forcing():
-    from models.zoo.transformer_seq2seq import greedy_decode
+    from models.zoo.sequence.transformer_seq2seq import greedy_decode
 
     trained = tiny_trained("transformer_seq2seq")
     predict = keras_predict(trained.load())
@@ -121,7 +121,7 @@ def test_karate_split_masks_partition_the_nodes():
 
 
 def test_graphconv_config_round_trip_and_keras_file(tmp_path):
-    from models.zoo.gnn import GraphConv
+    from models.zoo.structured.gnn import GraphConv
 
     layer = GraphConv(5, activation="relu", name="gc")
     clone = GraphConv.from_config(layer.get_config())
@@ -138,7 +138,7 @@ def test_graphconv_config_round_trip_and_keras_file(tmp_path):
 
 
 def test_gnn_training_ignores_unlabelled_nodes():
-    from models.zoo.gnn import masked_accuracy
+    from models.zoo.structured.gnn import masked_accuracy
 
     assert masked_accuracy(np.array([[-1, 0, 1, -1]]), np.array([[[0, 1], [1, 0], [0, 1], [1, 0]]])) == 1.0
     trained = tiny_trained("gnn")

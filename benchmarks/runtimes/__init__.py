@@ -6,7 +6,9 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from . import keras_tf, litert, onnxruntime
+from models.errors import UserError
+
+from benchmarks.runtimes import keras_tf, litert, onnxruntime
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,4 @@ def by_name(name: str) -> Runtime:
     for r in RUNTIMES:
         if r.name == name:
             return r
-    from models.errors import UserError
-
     raise UserError(f"unknown runtime {name!r}; valid: {', '.join(r.name for r in RUNTIMES)}")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import time
 
-from .loaded import Loaded
+from models.loading import load_keras
+
+from benchmarks.runtimes.loaded import Loaded
 
 
 def unavailable() -> str | None:
@@ -11,7 +13,7 @@ def unavailable() -> str | None:
 
 
 def gpu_unavailable() -> str | None:
-    from models.backend import tf
+    from models.backend import tf  # deferred: models.backend loads TensorFlow
 
     if not tf.config.list_physical_devices("GPU"):
         built = tf.test.is_built_with_cuda()
@@ -25,8 +27,7 @@ def _outputs_numpy(out):
 
 
 def _load(path, threads, device):
-    from models.backend import tf
-    from models.loading import load_keras
+    from models.backend import tf  # deferred: models.backend loads TensorFlow
 
     if threads:
         try:  # only possible before TensorFlow starts its thread pools (benchmarks run each case in a fresh process)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import time
 
-from .loaded import Loaded
+from export import runtime
+
+from benchmarks.runtimes.loaded import Loaded
 
 
 def unavailable() -> str | None:
@@ -15,8 +17,6 @@ def unavailable() -> str | None:
 
 
 def load(path, threads: int | None = None, xnnpack: bool = True) -> Loaded:
-    from export import runtime
-
     t0 = time.perf_counter()
     model = runtime.load(path, threads=threads, xnnpack=xnnpack)
     return Loaded(model.predict, model.bind, (time.perf_counter() - t0) * 1e3,

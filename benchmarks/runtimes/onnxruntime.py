@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 from importlib import metadata
 
-from .loaded import Loaded
+from export import runtime
+
+from benchmarks.runtimes.loaded import Loaded
 
 # distributions that all install the one `onnxruntime` module: exactly one of them may be installed
 BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
@@ -36,7 +38,7 @@ def describe_build(builds: dict[str, str], providers: list[str] | None) -> str:
 
 def build_line() -> str:
     try:
-        import onnxruntime
+        import onnxruntime  # guarded: a library that fails to import is reported, not raised
 
         providers = list(onnxruntime.get_available_providers())
     except (ImportError, AttributeError):  # AttributeError: the module a removed second build left broken
@@ -56,7 +58,7 @@ def provider_unavailable(provider: str) -> str | None:
     reason = cpu_unavailable()
     if reason:
         return reason
-    import onnxruntime
+    import onnxruntime  # deferred: ONNX Runtime
 
     if provider not in onnxruntime.get_available_providers():
         return (f"{provider} is not in this onnxruntime build's providers "
@@ -65,8 +67,6 @@ def provider_unavailable(provider: str) -> str | None:
 
 
 def load(path, threads: int | None = None, provider: str = "CPUExecutionProvider") -> Loaded:
-    from export import runtime
-
     t0 = time.perf_counter()
     model = runtime.load(path, providers=[provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider"
                                                       else []), threads=threads)

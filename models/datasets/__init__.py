@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Split, Splits
+from models.spec import Split, Splits
 
 
 def split_arrays(x, y, seed: int, val: float = 0.2, test: float = 0.2, stratify: bool = True) -> Splits:
     """Shuffle and split into train/val/test (stratified on ``y`` for classification)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # deferred: scikit-learn
 
     idx = np.arange(len(y))
     strat = y if stratify else None

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Splits
-from . import split_arrays
-from .scenes import COLOUR_NAMES, COLOURS, SHAPES, _mask
+from models.datasets import split_arrays
+from models.datasets.scenes import COLOUR_NAMES, COLOURS, SHAPES, _mask
+from models.spec import Splits
 
 SAMPLE_RATE = 4000
 N_SAMPLES = 2000  # 0.5 s

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.spec import Splits
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Low-frequency noise in about [-1, 1]: a cells x cells grid bilinearly upsampled."""
-    from scipy.ndimage import zoom
+    from scipy.ndimage import zoom  # deferred: SciPy
 
     grid = rng.normal(0, 1, (cells, cells))
     return zoom(grid, size / cells, order=1)[:size, :size]

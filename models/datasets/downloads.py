@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec import Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.errors import UserError
+from models.spec import Splits
 
 
 def mnist(seed: int = 0, limit: int | None = None) -> Splits:
     """keras.datasets.mnist (downloads on first use; fails cleanly offline)."""
-    from ..backend import keras
+    from models.backend import keras  # deferred: models.backend loads TensorFlow
 
     try:
         (x_tr, y_tr), (x_te, y_te) = keras.datasets.mnist.load_data()

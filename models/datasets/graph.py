@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Split, Splits
+from models.spec import Split, Splits
 
 KARATE_CLUBS = ("Mr. Hi", "Officer")
 
@@ -17,7 +17,7 @@ def normalized_adjacency(adj: np.ndarray) -> np.ndarray:
 
 def node_splits(labels: np.ndarray, seed: int, val: float, test: float) -> tuple[np.ndarray, ...]:
     """Stratified train/val/test node indices (fixed by ``seed``)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # deferred: scikit-learn
 
     idx = np.arange(len(labels))
     i_train, i_rest = train_test_split(idx, test_size=val + test, random_state=seed, stratify=labels)
@@ -40,7 +40,7 @@ def karate_club(seed: int = 0, val: float = 0.2, test: float = 0.3) -> Splits:
     adjacency}, the same in every split; y = (1, N) club labels (0 = Mr. Hi, 1 = Officer) with -1 for
     the nodes that are not in that split (stratified node split, fixed by ``seed``).
     """
-    import networkx as nx
+    import networkx as nx  # deferred: networkx
 
     g = nx.karate_club_graph()
     nodes = sorted(g.nodes())

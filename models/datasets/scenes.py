@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Split, Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.spec import Split, Splits
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {

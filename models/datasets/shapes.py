@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.spec import Splits
 
 CLASSES = (
     "disc", "square", "triangle", "ring", "cross",

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.spec import Splits
 
 
 def iris(seed: int = 0) -> Splits:
     """Iris, standardised with the training split's mean and std."""
-    from sklearn.datasets import load_iris
+    from sklearn.datasets import load_iris  # deferred: scikit-learn
 
     data = load_iris()
     splits = split_arrays(data.data.astype("float32"), data.target.astype("int64"), seed)
@@ -21,8 +21,8 @@ def iris(seed: int = 0) -> Splits:
 
 def digits_28(seed: int = 0, size: int = 28) -> Splits:
     """scikit-learn's 8x8 digits, bilinearly resized to size x size x 1 in [0, 1] (an offline MNIST stand-in)."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
+    from scipy.ndimage import zoom  # deferred: SciPy
+    from sklearn.datasets import load_digits  # deferred: scikit-learn
 
     data = load_digits()
     images = data.images.astype("float32") / 16.0

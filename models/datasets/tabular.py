@@ -1,8 +1,8 @@
 """Procedural tabular datasets (scikit-learn generators, no downloads)."""
 from __future__ import annotations
 
-from ..spec import Splits
-from . import split_arrays
+from models.datasets import split_arrays
+from models.spec import Splits
 
 
 def imbalanced_transactions(n: int = 50000, seed: int = 0, n_features: int = 30, positive_rate: float = 0.015,
@@ -14,7 +14,7 @@ def imbalanced_transactions(n: int = 50000, seed: int = 0, n_features: int = 30,
     generated table; ``seed`` the stratified 60/20/20 split. Features are standardised with the training
     split's mean and std (the seed's StandardScaler, fitted on train only).
     """
-    from sklearn.datasets import make_classification
+    from sklearn.datasets import make_classification  # deferred: scikit-learn
 
     x, y = make_classification(n_samples=n, n_features=n_features, n_informative=8, n_redundant=6,
                                n_clusters_per_class=2, class_sep=1.0, flip_y=0.002,
@@ -31,8 +31,8 @@ def logistic_baseline(splits: Splits) -> float:
 
     Deterministic: lbfgs, C=1, max_iter=2000, no class weights, on the (already standardised) features.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score
+    from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn
+    from sklearn.metrics import average_precision_score  # deferred: scikit-learn
 
     clf = LogisticRegression(C=1.0, max_iter=2000).fit(splits.train.x, splits.train.y)
     return float(average_precision_score(splits.test.y, clf.predict_proba(splits.test.x)[:, 1]))

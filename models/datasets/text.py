@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import Split, Splits
+from models.spec import Split, Splits
 
 # ---------------------------------------------------------------------------------------------------
 # word2vec: grammar with planted synonym groups

@@ -1,0 +1,1 @@
+"""`compress auto`: the accuracy-budgeted search over every technique, export and runtime (candidates, evaluator, choice, log, report, the loop)."""

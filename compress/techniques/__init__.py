@@ -1,0 +1,1 @@
+"""Keras-level techniques: Keras model in, Keras model (+ per-layer Outcome) out."""

@@ -1,0 +1,1 @@
+"""Post-training quantization of a converted file: recipes, the ONNX int8 flavour per host, mixed precision, sensitivity."""

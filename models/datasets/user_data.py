@@ -1,0 +1,184 @@
+"""The user's own data (``--data``, ``--eval-data``): read .npz/.npy/.csv files or image folders, check them
+against the model's inputs and outputs, and split off a seeded hold-out for the metric.
+
+Every problem is one line that names the input and what was expected; nothing is written before data loads.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import UserError
+from models.spec import Split, TensorSig, n_samples, take
+
+HOLDOUT = 0.2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _fmt(shape) -> str:
+    dims = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _npz(path: Path, signature) -> Split:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except ValueError as e:
+        reason = "it holds Python objects (refused: loading them would unpickle code)" \
+            if "allow_pickle" in str(e) else str(e).splitlines()[0][:200]
+        raise UserError(f"cannot read data {path}: {reason}") from None
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read data {path}: {getattr(e, 'strerror', None) or e}") from None
+    y = arrays.pop("y", None)
+    names = [s.name for s in signature]
+    if "x" in arrays and len(arrays) == 1:
+        if len(names) > 1:
+            raise UserError(f"data {path}: the model takes {len(names)} inputs ({', '.join(names)}); store one array "
+                            "per input name (plus y) instead of x")
+        return Split(arrays["x"], y)
+    unknown = [k for k in arrays if k not in names]
+    missing = [n for n in names if n not in arrays]
+    if unknown or missing:
+        raise UserError(f"data {path}: arrays {', '.join(sorted(arrays)) or '(none)'} do not match the model's inputs "
+                        f"{', '.join(names)} (expected x and y, or one array per input name plus y)")
+    return Split(arrays[names[0]] if len(names) == 1 else {n: arrays[n] for n in names}, y)
+
+
+def _csv(path: Path, signature, label: str | None) -> Split:
+    if not label:
+        raise UserError(f"data {path}: a .csv needs --label COLUMN (the column that holds the labels)")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read data {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not rows:
+        raise UserError(f"data {path} is empty")
+    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    if label not in header:
+        raise UserError(f"data {path} has no label column {label!r}; its columns: {', '.join(header)}")
+    if not body:
+        raise UserError(f"data {path} has a header but no rows")
+    if len(signature) != 1:
+        raise UserError(f"data {path}: a .csv feeds one input, but the model takes {len(signature)}; use an .npz")
+    col = header.index(label)
+    try:
+        table = np.asarray([[float(v) for v in r] for r in body], np.float64)
+    except ValueError as e:
+        raise UserError(f"data {path}: every column must be numeric ({e})") from None
+    if table.shape[1] != len(header):
+        raise UserError(f"data {path}: rows have {table.shape[1]} values for {len(header)} columns")
+    x = np.delete(table, col, axis=1).astype(signature[0].dtype if signature[0].dtype != "float64" else "float32")
+    y = table[:, col]
+    y = y.astype(np.int64) if np.all(y == np.round(y)) else y.astype(np.float32)
+    return Split(x, y)
+
+
+def _images(path: Path, signature) -> Split:
+    from models.backend import keras, quiet_stderr  # deferred: models.backend loads TensorFlow
+
+    files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not files or not classes:
+        raise UserError(f"data {path}: no images found (expected one sub-folder per class holding "
+                        f"{'/'.join(IMAGE_SUFFIXES)} files)")
+    if len(signature) != 1 or len(signature[0].shape) != 3:
+        raise UserError(f"data {path}: an image folder feeds one (height, width, channels) input, but the model "
+                        f"takes {', '.join(_fmt(s.shape) for s in signature)}")
+    h, w, c = signature[0].shape
+    if not (h and w):
+        raise UserError(f"data {path}: the model's input {_fmt(signature[0].shape)} has no fixed image size to "
+                        "resize to; pass an .npz instead")
+    mode = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(c)
+    if mode is None:
+        raise UserError(f"data {path}: the model's input has {c} channels; images load as 1, 3 or 4")
+    with quiet_stderr():
+        dataset = keras.utils.image_dataset_from_directory(path, labels="inferred", label_mode="int",
+                                                           color_mode=mode, image_size=(h, w), batch_size=64,
+                                                           shuffle=False)
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    return Split(np.concatenate(xs).astype(signature[0].dtype), np.concatenate(ys))
+
+
+def read(path: str | Path, signature: tuple[TensorSig, ...], label: str | None = None) -> Split:
+    """``--data``: an .npz (x and y, or one array per input + y), a .csv with ``label``, an image folder, or an .npy."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such data file or folder: {path}")
+    if path.is_dir():
+        return _images(path, signature)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _npz(path, signature)
+    if suffix == ".csv":
+        return _csv(path, signature, label)
+    if suffix == ".npy":
+        if len(signature) != 1:
+            raise UserError(f"data {path}: an .npy holds one input, but the model takes {len(signature)}; use an .npz")
+        try:
+            return Split(np.load(path, allow_pickle=False), None)
+        except (ValueError, OSError, EOFError) as e:
+            raise UserError(f"cannot read data {path}: {str(e).splitlines()[0][:200]}") from None
+    raise UserError(f"data {path}: expected an .npz, .npy or .csv file or a folder of images (one sub-folder per class)")
+
+
+def check(split: Split, signature: tuple[TensorSig, ...], output_width: int | None, source: str) -> None:
+    """Inputs that fit the model (names, shapes, dtypes, finite values) and labels that fit its output."""
+    arrays = split.x if isinstance(split.x, dict) else {signature[0].name: split.x}
+    n = None
+    for sig in signature:
+        arr = np.asarray(arrays[sig.name])
+        if arr.ndim != len(sig.shape) + 1 or any(want is not None and want != have
+                                                  for want, have in zip(sig.shape, arr.shape[1:])):
+            raise UserError(f"{source}: input {sig.name!r} expects samples of shape {_fmt(sig.shape)}, got "
+                            f"{_fmt(arr.shape[1:])} (array {_fmt(arr.shape)})")
+        if len(arr) == 0:
+            raise UserError(f"{source}: input {sig.name!r} has no samples")
+        if n is not None and len(arr) != n:
+            raise UserError(f"{source}: input {sig.name!r} has {len(arr)} samples, the others {n}")
+        n = len(arr)
+        kind = np.dtype(sig.dtype).kind
+        if arr.dtype.kind not in "fiub":
+            raise UserError(f"{source}: input {sig.name!r} expects {sig.dtype}, got {arr.dtype}")
+        if kind in "iu" and arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+            raise UserError(f"{source}: input {sig.name!r} expects integers ({sig.dtype}), got non-integer floats")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise UserError(f"{source}: input {sig.name!r} has NaN/Inf values (first at index {first})")
+    y = split.y
+    if y is None:
+        return
+    y = np.asarray(y)
+    if len(y) != n:
+        raise UserError(f"{source}: {len(y)} labels for {n} samples")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise UserError(f"{source}: labels have NaN/Inf values")
+    if output_width and output_width > 1 and y.ndim == 1:
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            raise UserError(f"{source}: class labels must be integers in [0, {output_width}), got fractional values")
+        bad = (y < 0) | (y >= output_width)
+        if bad.any():
+            raise UserError(f"{source}: label {y[bad][0]:g} is outside the model's {output_width} output classes "
+                            f"(expected 0..{output_width - 1})")
+
+
+def cast(split: Split, signature) -> Split:
+    """Inputs in the dtypes the model declares."""
+    if isinstance(split.x, dict):
+        return Split({s.name: np.asarray(split.x[s.name]).astype(s.dtype) for s in signature}, split.y)
+    return Split(np.asarray(split.x).astype(signature[0].dtype), split.y)
+
+
+def holdout(split: Split, seed: int = 0, fraction: float = HOLDOUT) -> tuple[Split, Split]:
+    """(calibration/fine-tuning part, evaluation part): a seeded shuffle, ``fraction`` held out (at least one)."""
+    n = n_samples(split.x)
+    if n < 2:
+        raise UserError(f"--data has {n} sample(s): at least 2 are needed to hold some out for the metric "
+                        "(or pass --eval-data)")
+    order = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    test, train = order[:k], order[k:]
+    return (Split(take(split.x, train), take(split.y, train)), Split(take(split.x, test), take(split.y, test)))

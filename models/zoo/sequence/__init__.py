@@ -1,0 +1,1 @@
+"""Zoo models over sequences: text, speech, time series."""

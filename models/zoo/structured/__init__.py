@@ -1,0 +1,1 @@
+"""Zoo models over tabular, graph, multimodal and control inputs."""

@@ -1,0 +1,1 @@
+"""Zoo models over images: classifiers, detection, generation."""
