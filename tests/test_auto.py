@@ -196,11 +196,10 @@ def test_relative_budget_is_a_fraction_of_the_fp32_metric(mlp, tmp_path):
 def test_mixed_precision_keeps_layers_float_through_the_helpers_interface(mlp, tmp_path, monkeypatch):
     """int8 over budget -> export.quantize.sensitivity.rank and export.quantize.mixed_precision.keep_in_float are called with a
     drop_of that builds and scores the real file with those layers excluded; the report explains each layer."""
-    import sys
     import types
     from dataclasses import dataclass
 
-    import compress
+    from compress.auto import search
 
     @dataclass
     class LayerSensitivity:
@@ -239,10 +238,9 @@ def test_mixed_precision_keeps_layers_float_through_the_helpers_interface(mlp, t
         return MixedPrecision(kept, steps[-1].drop, steps[-1].drop <= budget, steps)
 
     for name, fns in (("sensitivity", {"rank": rank}), ("mixed_precision", {"keep_in_float": keep_in_float})):
-        module = types.ModuleType(f"compress.{name}")
+        module = types.ModuleType(f"export.quantize.{name}")
         module.__dict__.update(fns)
-        monkeypatch.setitem(sys.modules, f"compress.{name}", module)
-        monkeypatch.setattr(compress, name, module, raising=False)
+        monkeypatch.setattr(search, name, module)  # the search's own reference to the helper
     result = auto(mlp, AutoSpec(tmp_path, max_drop=-1, runtimes=("litert",), techniques=(), resamples=200))
     assert calls["rank"] == "tflite(int8)"
     mixed = [c for c in result.candidates if c.stage == "mixed"]
