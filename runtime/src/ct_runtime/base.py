@@ -1,4 +1,5 @@
-"""What both runtimes share: input dicts, output order from the metadata, silencing native start-up notes."""
+"""What both runtimes share: input dicts, metadata checked against the file, output order from the metadata,
+silencing native start-up notes."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import RuntimeModelError
+from .errors import RuntimeModelError, first_line  # noqa: F401  (first_line: imported from here too)
+from .metadata import check_fields, file_problems, warn
 
 
 @contextlib.contextmanager
@@ -35,10 +37,6 @@ def as_dict(inputs, names):
     return {names[0]: inputs}
 
 
-def first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:300]
-
-
 class ExportedModel:
     """A loaded file: ``predict(inputs)``, ``bind(inputs)``, ``input_names``, ``output_names``, ``metadata``."""
 
@@ -49,9 +47,39 @@ class ExportedModel:
         self.path = Path(path)
         self.metadata = metadata
 
+    def _settle_metadata(self, given, embedded, inputs: list[str], outputs: list[str], leading: list) -> None:
+        """Choose ``self.metadata`` and the I/O order from it; see :mod:`ct_runtime.metadata` for the contract.
+
+        ``given`` (the sidecar's, or what the caller passed) is used whole when well-formed and it agrees with the
+        file, else ignored with a warning; then ``embedded()`` (the file's own copy) is used without the fields
+        the file contradicts. ``inputs``/``outputs``: the file's names in its order; ``leading``: each input's
+        leading dimension (None: dynamic).
+        """
+        meta = None
+        if given:
+            if not isinstance(given, dict):
+                warn(f"the metadata given for {self.path} is not a dict: ignored, using the file's own")
+            else:
+                kept, problems = check_fields(given)
+                contradicts = file_problems(kept, inputs, outputs, leading)
+                reasons = problems + [f"{k}: {v}" for k, v in contradicts.items()]
+                if reasons:
+                    warn(f"sidecar of {self.path} ignored, using the file's own metadata: {'; '.join(reasons)}")
+                else:
+                    meta = dict(given)
+        if meta is None:
+            meta = dict(embedded())
+            contradicts = file_problems(meta, inputs, outputs, leading)
+            if contradicts:
+                warn(f"the metadata inside {self.path} contradicts the file, field(s) ignored: "
+                     f"{'; '.join(f'{k}: {v}' for k, v in contradicts.items())}")
+                for key in contradicts:
+                    meta.pop(key)
+        self.metadata = meta
+        self.input_names = list(meta["inputs"]["names"]) if "inputs" in meta else list(inputs)
+        self.output_names = list(meta["outputs"]["names"]) if "outputs" in meta else list(outputs)
+
     def _ordered(self, outputs: dict):
-        """Outputs in the Keras model's order (the metadata's), one array for a single-output model."""
-        order = [n for n in self.metadata.get("outputs", {}).get("names", []) if n in outputs] or list(outputs)
-        values = [outputs[n] for n in order]
-        self.output_names = order
+        """Outputs in the Keras model's order (the metadata's, checked at load), one array for a single output."""
+        values = [outputs[n] for n in self.output_names]
         return values[0] if len(values) == 1 else values

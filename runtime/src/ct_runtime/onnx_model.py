@@ -35,13 +35,16 @@ class OnnxModel(ExportedModel):
         except Exception as e:
             raise RuntimeModelError(f"ONNX Runtime cannot load {path}: {first_line(e)}") from None
         self.providers = self.session.get_providers()
-        if not self.metadata:  # no sidecar: the copy in the file's metadata_props
-            embedded = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-            if embedded:
-                self.metadata = parse_json(embedded)
         self._inputs = {i.name: i for i in self.session.get_inputs()}
-        self.input_names = list(self._inputs)
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._output_order = [o.name for o in self.session.get_outputs()]
+        leading = [_leading(i.shape) for i in self._inputs.values()]
+        self._settle_metadata(metadata, self._embedded, list(self._inputs), self._output_order, leading)
+        self.input_names = list(self._inputs)  # the session's order, as before (the names are checked equal)
+
+    def _embedded(self) -> dict:
+        """The copy in the file's metadata_props."""
+        embedded = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return parse_json(embedded, f"the ct_metadata inside {self.path}") if embedded else {}
 
     def _feed(self, inputs) -> dict:
         feed = {}
@@ -57,9 +60,15 @@ class OnnxModel(ExportedModel):
             raise
         except Exception as e:
             raise RuntimeModelError(f"ONNX Runtime failed: {first_line(e)}") from None
-        return self._ordered(dict(zip([o.name for o in self.session.get_outputs()], outs)))
+        return self._ordered(dict(zip(self._output_order, outs)))
 
     def bind(self, inputs):
         """Prepare inputs once; return a zero-argument call that only runs the session (for timing loops)."""
         feed, run = self._feed(inputs), self.session.run
         return lambda: run(None, feed)
+
+
+def _leading(shape):
+    """An input's static leading dimension, None when it is symbolic (dynamic) or the input is a scalar."""
+    first = shape[0] if shape else None
+    return first if isinstance(first, int) and first >= 0 else None

@@ -5,6 +5,7 @@ import numpy as np
 
 from .base import ExportedModel, as_dict, first_line, quiet_native_stderr
 from .errors import RuntimeModelError
+from .metadata import tflite_file_metadata
 
 LITERT_MISSING = "LiteRT is not installed ({}): pip install 'keras-compress-runtime[litert]' (or ai-edge-litert)"
 
@@ -30,9 +31,8 @@ class TFLiteModel(ExportedModel):
                 self.interpreter.allocate_tensors()
         except Exception as e:
             raise RuntimeModelError(f"LiteRT cannot load {path}: {first_line(e)}") from None
-        self.input_names = list(self.metadata.get("inputs", {}).get("names", [])) or list(self._in)
-        self.input_names = [n for n in self.input_names if n in self._in] or list(self._in)
-        self.output_names = list(self._out)
+        leading = [_leading(d) for d in self._in.values()]
+        self._settle_metadata(metadata, lambda: tflite_file_metadata(path), list(self._in), list(self._out), leading)
 
     def _set_all(self, feed) -> None:
         """Quantize if needed, resize every input first (one allocation), then set the tensors.
@@ -67,7 +67,7 @@ class TFLiteModel(ExportedModel):
     def bind(self, inputs):
         """Set the inputs once; return a zero-argument call that only invokes and reads the outputs."""
         feed = as_dict(inputs, self.input_names)
-        static = self.metadata.get("batch")
+        static = self.metadata.get("batch")  # checked at load: the file's own static leading dimension
         if static and len(next(iter(feed.values()))) != static:
             return lambda: self.predict(feed)  # chunked: what an app would do with a static-batch model
         self._set_all(feed)
@@ -82,7 +82,7 @@ class TFLiteModel(ExportedModel):
 
     def predict(self, inputs):
         feed = as_dict(inputs, self.input_names)
-        static = self.metadata.get("batch")
+        static = self.metadata.get("batch")  # checked at load: the file's own static leading dimension
         n = len(next(iter(feed.values())))
         if static and n != static:  # a static-batch model (e.g. an LSTM): run it chunk by chunk
             return self._predict_in_chunks(feed, static, n)
@@ -118,3 +118,10 @@ def _concat(parts):
     if isinstance(parts[0], list):
         return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
     return np.concatenate(parts)
+
+
+def _leading(details):
+    """An input's static leading dimension (its shape signature's, -1 there: dynamic), None when dynamic."""
+    sig = details.get("shape_signature")
+    dims = sig if sig is not None and len(sig) == len(details["shape"]) else details["shape"]
+    return int(dims[0]) if len(dims) and int(dims[0]) >= 0 else None
