@@ -5,6 +5,9 @@ Every problem is one line that names the input and what was expected; nothing is
 """
 from __future__ import annotations
 
+import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,25 @@ from .spec import Split, TensorSig, n_samples, take
 
 HOLDOUT = 0.2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF"}  # what PIL calls the files TensorFlow can decode
+#: the most bytes --data may decode to; None: a quarter of this machine's memory (a header can declare terabytes)
+MAX_BYTES: int | None = None
+
+
+def _max_bytes() -> int:
+    if MAX_BYTES:
+        return MAX_BYTES
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1024
 
 
 def _fmt(shape) -> str:
@@ -21,16 +43,88 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
-def _npz(path: Path, signature) -> Split:
+def _npy_header(f, what: str, available: int) -> int:
+    """Check one .npy header before anything is allocated: numbers only, no pickled objects, and no more data than
+    the file holds (``available`` bytes from its start) or than ``MAX_BYTES``; leaves ``f`` past the header."""
+    fmt = np.lib.format
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except ValueError as e:
-        reason = "it holds Python objects (refused: loading them would unpickle code)" \
-            if "allow_pickle" in str(e) else str(e).splitlines()[0][:200]
-        raise UserError(f"cannot read data {path}: {reason}") from None
-    except (OSError, EOFError) as e:
-        raise UserError(f"cannot read data {path}: {getattr(e, 'strerror', None) or e}") from None
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        raise UserError(f"{what} is not a readable .npy array ({str(e).splitlines()[0][:160]}); save it with "
+                        "numpy.save or numpy.savez") from None
+    if dtype.hasobject:
+        raise UserError(f"{what} holds Python objects (refused: loading them would unpickle code); save numeric "
+                        "arrays instead")
+    if any(d < 0 for d in shape):
+        raise UserError(f"{what} has a corrupt header (shape {shape}); save it again with numpy.save or numpy.savez")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = available - f.tell()
+    if nbytes > held:
+        raise UserError(f"{what} declares a {dtype} array of shape {_fmt(shape)} ({_size(nbytes)}) but holds only "
+                        f"{_size(max(held, 0))}: the file is truncated or corrupt; save it again")
+    if nbytes > _max_bytes():
+        raise UserError(f"{what} holds a {dtype} array of shape {_fmt(shape)} ({_size(nbytes)}), more than the "
+                        f"{_size(_max_bytes())} allowed for data on this machine; pass a smaller sample")
+    return nbytes
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """An .npy file, its header checked before its data is read."""
+    what = f"data {path}"
+    try:
+        with open(path, "rb") as f:
+            if zipfile.is_zipfile(f):
+                raise UserError(f"{what} is a zip archive (an .npz): rename it to .npz")
+            f.seek(0)
+            _npy_header(f, what, os.fstat(f.fileno()).st_size)
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"cannot read {what}: {getattr(e, 'strerror', None) or str(e).splitlines()[0][:200]}") \
+            from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (a zip of .npy members), each member's header checked before its data is read."""
+    what = f"data {path}"
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise UserError(f"{what} is an .npy file, not an .npz archive: rename it to .npy")
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise UserError(f"{what}: member {m.filename!r} is not a numpy array (.npy); an .npz holds x and "
+                                    "y, or one array per input name (numpy.savez)")
+            total = 0
+            for m in members:
+                with archive.open(m) as f:
+                    total += _npy_header(f, f"{what} (array {m.filename[:-4]!r})", m.file_size)
+            if total > _max_bytes():
+                raise UserError(f"{what} holds {_size(total)} of arrays, more than the {_size(_max_bytes())} allowed "
+                                "for data on this machine; pass a smaller sample")
+            arrays = {}
+            for m in members:
+                with archive.open(m) as f:
+                    arrays[m.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+            return arrays
+    except zipfile.BadZipFile as e:
+        raise UserError(f"cannot read {what}: not a valid .npz (zip) archive ({e}); save it with numpy.savez") \
+            from None
+    except (ValueError, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+        raise UserError(f"cannot read {what}: {getattr(e, 'strerror', None) or str(e).splitlines()[0][:200]}; "
+                        "save it again with numpy.savez") from None
+
+
+def _npz(path: Path, signature) -> Split:
+    arrays = _read_npz(path)
     y = arrays.pop("y", None)
     names = [s.name for s in signature]
     if "x" in arrays and len(arrays) == 1:
@@ -119,10 +213,7 @@ def read(path: str | Path, signature: tuple[TensorSig, ...], label: str | None =
     if suffix == ".npy":
         if len(signature) != 1:
             raise UserError(f"data {path}: an .npy holds one input, but the model takes {len(signature)}; use an .npz")
-        try:
-            return Split(np.load(path, allow_pickle=False), None)
-        except (ValueError, OSError, EOFError) as e:
-            raise UserError(f"cannot read data {path}: {str(e).splitlines()[0][:200]}") from None
+        return Split(_read_npy(path), None)
     raise UserError(f"data {path}: expected an .npz, .npy or .csv file or a folder of images (one sub-folder per class)")
 
 

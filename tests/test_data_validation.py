@@ -1,0 +1,95 @@
+"""--data that does not fit, or is hostile, is refused in one line that names the file and says what to do (exit 2):
+labels whose shape does not fit the model's output, .npy/.npz headers that declare more than the file holds or
+memory allows, files in an image folder that are not images, and symlinks out of an image folder."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+from hostile import assert_one_line_error
+
+from models import user_data
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """Untrained tiny models (the checks run before any scoring): a 3-class MLP, a regression, a per-step
+    3-class sequence model, and a 2-class 8x8 RGB image model."""
+    from models.backend import keras
+
+    d = tmp_path_factory.mktemp("data_validation")
+    layers = keras.layers
+    built = {
+        "mlp3": keras.Sequential([keras.Input((4,), name="features"), layers.Dense(3, activation="softmax")]),
+        "reg": keras.Sequential([keras.Input((4,), name="features"), layers.Dense(1)]),
+        "seq": keras.Sequential([keras.Input((5, 4), name="steps"), layers.Dense(3, activation="softmax")]),
+        "img": keras.Sequential([keras.Input((8, 8, 3), name="pixels"), layers.Flatten(),
+                                 layers.Dense(2, activation="softmax")]),
+    }
+    for name, model in built.items():
+        model.compile(optimizer="adam", loss="mse" if name == "reg" else "sparse_categorical_crossentropy")
+        model.save(d / f"{name}.keras")
+    return d
+
+
+def _run(cli, models_dir, tmp_path, model, data):
+    out = tmp_path / "out.tflite"
+    res = cli("compress", "quantize", models_dir / f"{model}.keras", "--data", data, "--format", "tflite",
+              "--mode", "int8", "-o", out)
+    assert not out.exists()
+    return res
+
+
+def _x(shape=(N, 4)):
+    return np.random.default_rng(0).normal(size=shape).astype("float32")
+
+
+# ---------------------------------------------------------------- 2. headers that declare more than there is
+
+
+def _npy_bytes(shape, descr="<f4", payload=b"\0" * 64) -> bytes:
+    import io
+
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+    return f.getvalue() + payload
+
+
+def test_npy_header_declaring_terabytes_is_refused_before_allocating(cli, models_dir, tmp_path):
+    data = tmp_path / "huge.npy"
+    data.write_bytes(_npy_bytes((400_000_000, 1000)))
+    res = _run(cli, models_dir, tmp_path, "mlp3", data)
+    assert_one_line_error(res, f"data {data}", "shape (400000000, 1000)", "1.46 TiB", "holds only 64 bytes",
+                          "truncated or corrupt", "save it again")
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_npz_member_header_declaring_terabytes_is_refused_before_allocating(cli, models_dir, tmp_path, compression):
+    data = tmp_path / "huge.npz"
+    with zipfile.ZipFile(data, "w", compression) as z:
+        z.writestr("x.npy", _npy_bytes((400_000_000_000, 4)))
+        z.writestr("y.npy", _npy_bytes((N,), "<i8", b"\0" * 8 * N))
+    res = _run(cli, models_dir, tmp_path, "mlp3", data)
+    assert_one_line_error(res, f"data {data} (array 'x')", "shape (400000000000, 4)", "truncated or corrupt")
+
+
+def test_arrays_larger_than_the_memory_limit_are_refused(cli, models_dir, tmp_path, monkeypatch):
+    """A compressed .npz may rightly hold far more than its size: the limit on decoded bytes catches it."""
+    monkeypatch.setattr(user_data, "MAX_BYTES", 4096, raising=False)
+    data = tmp_path / "zeros.npz"
+    np.savez_compressed(data, x=np.zeros((1000, 4), "float32"), y=np.zeros(1000, "int64"))
+    assert data.stat().st_size < 4096
+    res = _run(cli, models_dir, tmp_path, "mlp3", data)
+    assert_one_line_error(res, f"data {data} (array 'x')", "15.62 KiB", "more than the 4.00 KiB allowed",
+                          "pass a smaller sample")
+
+
+def test_npy_renamed_npz_is_named_for_what_it_is(cli, models_dir, tmp_path):
+    data = tmp_path / "really_npy.npz"
+    with open(data, "wb") as f:
+        np.save(f, _x())
+    res = _run(cli, models_dir, tmp_path, "mlp3", data)
+    assert_one_line_error(res, f"data {data}", "is an .npy file", "rename it to .npy")
