@@ -217,8 +217,10 @@ def read(path: str | Path, signature: tuple[TensorSig, ...], label: str | None =
     raise UserError(f"data {path}: expected an .npz, .npy or .csv file or a folder of images (one sub-folder per class)")
 
 
-def check(split: Split, signature: tuple[TensorSig, ...], output_width: int | None, source: str) -> None:
-    """Inputs that fit the model (names, shapes, dtypes, finite values) and labels that fit its output."""
+def check(split: Split, signature: tuple[TensorSig, ...], output_width: int | None, source: str,
+          output_shape: tuple | None = None) -> None:
+    """Inputs that fit the model (names, shapes, dtypes, finite values) and labels that fit its output
+    (``output_shape``: one sample's, e.g. (3,); without it, (output_width,))."""
     arrays = split.x if isinstance(split.x, dict) else {signature[0].name: split.x}
     n = None
     for sig in signature:
@@ -240,21 +242,48 @@ def check(split: Split, signature: tuple[TensorSig, ...], output_width: int | No
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             first = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise UserError(f"{source}: input {sig.name!r} has NaN/Inf values (first at index {first})")
-    y = split.y
-    if y is None:
-        return
-    y = np.asarray(y)
+    if split.y is not None:
+        _check_labels(np.asarray(split.y), n, output_width, output_shape, source)
+
+
+def _check_labels(y: np.ndarray, n: int, output_width: int | None, output_shape, source: str) -> None:
+    """Labels that fit the model's output ``(?, *out)`` of ``W = out[-1]`` units: the output's own shape (one-hot rows,
+    regression targets), or, for W > 1, class ids shaped ``out[:-1]`` (or with a trailing 1) in ``0..W-1``."""
+    if y.ndim == 0:
+        raise UserError(f"{source}: labels y is a single value; store one label per sample (an array of {n})")
+    if y.dtype.kind not in "fiub":
+        raise UserError(f"{source}: labels must be numbers, got {y.dtype}; store class ids (integers) or one-hot rows")
     if len(y) != n:
         raise UserError(f"{source}: {len(y)} labels for {n} samples")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise UserError(f"{source}: labels have NaN/Inf values")
-    if output_width and output_width > 1 and y.ndim == 1:
+    out = tuple(output_shape) if output_shape is not None else (output_width,) if output_width else None
+    if out is None:
+        return
+    width = out[-1] if out else 1
+
+    def fits(want) -> bool:
+        return y.ndim == len(want) + 1 and all(w is None or w == h for w, h in zip(want, y.shape[1:]))
+
+    lead = out[:-1]
+    as_ids = bool(width and width > 1) and (fits(lead) or fits(lead + (1,)))
+    if not (as_ids or fits(out) or (out and width == 1 and fits(lead)) or (not out and fits((1,)))):
+        rows = (n,) + tuple(lead)
+        if width and width > 1:
+            expected = f"{_fmt(rows)} class ids in 0..{width - 1} or {_fmt(rows + (width,))} one-hot rows"
+        elif out:
+            expected = f"{_fmt(rows + (out[-1],))}" + (f" or {_fmt(rows)}" if width == 1 else "")
+        else:
+            expected = f"{_fmt((n,))}"
+        raise UserError(f"{source}: labels y have shape {_fmt(y.shape)}, but the model's output is "
+                        f"{_fmt((None,) + out)}; give y as {expected}")
+    if as_ids:
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-            raise UserError(f"{source}: class labels must be integers in [0, {output_width}), got fractional values")
-        bad = (y < 0) | (y >= output_width)
+            raise UserError(f"{source}: class labels must be integers in [0, {width}), got fractional values")
+        bad = (y < 0) | (y >= width)
         if bad.any():
-            raise UserError(f"{source}: label {y[bad][0]:g} is outside the model's {output_width} output classes "
-                            f"(expected 0..{output_width - 1})")
+            raise UserError(f"{source}: label {y[bad][0]:g} is outside the model's {width} output classes "
+                            f"(expected 0..{width - 1})")
 
 
 def cast(split: Split, signature) -> Split:

@@ -47,6 +47,41 @@ def _x(shape=(N, 4)):
     return np.random.default_rng(0).normal(size=shape).astype("float32")
 
 
+# ------------------------------------------------------------------------------- 1. labels that do not fit
+
+
+@pytest.mark.parametrize("model,y,fragments", [
+    ("mlp3", np.zeros((N, 7)), ["labels y have shape (40, 7)", "output is (?, 3)", "give y as (40,) class ids in 0..2",
+                                "(40, 3) one-hot"]),
+    ("mlp3", np.zeros((N, 3, 2)), ["labels y have shape (40, 3, 2)", "give y as (40,) class ids"]),
+    ("mlp3", np.zeros((N, 2)), ["labels y have shape (40, 2)", "(40, 3) one-hot"]),
+    ("mlp3", np.array(["cat"] * N), ["labels must be numbers", "<U3", "class ids"]),
+    ("mlp3", np.array(1), ["labels y is a single value", "one label per sample"]),
+    ("reg", np.zeros((N, 2)), ["labels y have shape (40, 2)", "output is (?, 1)", "give y as (40, 1) or (40,)"]),
+    ("seq", np.zeros(N, int), ["labels y have shape (40,)", "output is (?, 5, 3)", "give y as (40, 5) class ids"]),
+], ids=["width-7-for-3-classes", "rank-3", "width-2-for-3-classes", "strings", "scalar", "regression-width-2",
+        "sequence-ids-missing-steps"])
+def test_labels_that_do_not_fit_the_output(cli, models_dir, tmp_path, model, y, fragments):
+    data = tmp_path / "bad_labels.npz"
+    np.savez(data, **{"features" if model != "seq" else "steps": _x((N, 5, 4) if model == "seq" else (N, 4))}, y=y)
+    res = _run(cli, models_dir, tmp_path, model, data)
+    assert_one_line_error(res, f"--data {data}", *fragments)
+
+
+def test_labels_in_every_form_that_fits_are_accepted(models_dir, tmp_path):
+    from models.subject import resolve
+
+    ids = np.arange(N) % 3
+    forms = {"mlp3": [ids, ids[:, None], np.eye(3)[ids]], "reg": [_x((N,))[:], _x((N, 1))],
+             "seq": [np.tile(ids[:, None], (1, 5)), np.eye(3)[np.tile(ids[:, None], (1, 5))]]}
+    for model, ys in forms.items():
+        for i, y in enumerate(ys):
+            data = tmp_path / f"{model}{i}.npz"
+            np.savez(data, x=_x((N, 5, 4) if model == "seq" else (N, 4)), y=y)
+            s = resolve(str(models_dir / f"{model}.keras"), data=str(data))
+            assert len(s.splits.train) + len(s.splits.test) == N, (model, y.shape)
+
+
 # ---------------------------------------------------------------- 2. headers that declare more than there is
 
 
