@@ -6,6 +6,7 @@ Every problem is one line that names the input and what was expected; nothing is
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -172,11 +173,99 @@ def _csv(path: Path, signature, label: str | None) -> Split:
     return Split(x, y)
 
 
-def _images(path: Path, signature) -> Split:
-    from .backend import keras, quiet_stderr
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
-    files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+
+def _image_files(path: Path) -> tuple[list[str], list[tuple[str, str]], list[int]]:
+    """(class names, image files as (real path, the name to show), their class indices) in Keras' order: classes sorted, then each class's folders
+    sorted, then their files. Symlinks are followed only where their real path stays inside the folder (one that
+    leaves it is refused, named); a link back to a folder already on the way down is not followed again."""
+    root = os.path.realpath(path)
+
+    def shown(full: str) -> str:  # as the user spells the folder
+        return os.path.join(str(path), os.path.relpath(full, root))
+
+    def real_inside(full: str) -> str:
+        real = os.path.realpath(full)
+        if not _inside(real, root):
+            raise UserError(f"data {path}: {shown(full)} is a symlink to {real}, outside the data folder; copy what "
+                            "it points at into the folder (links out of it are not followed)")
+        return real
+
+    def unreadable(e: OSError):
+        raise UserError(f"data {path}: cannot read {e.filename}: {e.strerror}; fix its permissions") from None
+
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError as e:
+        unreadable(e)
+    classes = []
+    for name in entries:
+        full = os.path.join(root, name)
+        if os.path.isdir(real_inside(full)):
+            classes.append(name)
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        top = os.path.join(root, name)
+        chains = {top: {real_inside(top)}}  # each folder: the real paths on its way down (a link cycle stops)
+        found = []
+        for folder, dirs, names in os.walk(top, onerror=unreadable, followlinks=True):
+            seen = chains.pop(folder)
+            keep = []
+            for d in sorted(dirs):
+                real = real_inside(os.path.join(folder, d))
+                if real not in seen:
+                    keep.append(d)
+                    chains[os.path.join(folder, d)] = seen | {real}
+            dirs[:] = keep
+            for n in sorted(names):
+                full = os.path.join(folder, n)
+                if not n.lower().endswith(IMAGE_SUFFIXES):
+                    real_inside(full)
+                    continue
+                real = real_inside(full)
+                try:
+                    regular = stat.S_ISREG(os.stat(real).st_mode)
+                except OSError:
+                    regular = False
+                if not regular:
+                    raise UserError(f"data {path}: {shown(full)} is not a regular file (a broken link, a pipe or a "
+                                    "device); remove it or replace it with the image")
+                found.append((folder, real, shown(full)))
+        found.sort(key=lambda f: f[0])  # Keras sorts the walk by folder path
+        files += [(real, name) for _, real, name in found]
+        labels += [index] * len(found)
+    return classes, files, labels
+
+
+def _check_image(path: Path, real: str, shown: str) -> None:
+    """One image file that TensorFlow can decode: PIL verifies it and names its format."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(real) as img:
+                fmt, size = img.format, img.size
+                img.verify()
+    except Exception as e:  # noqa: BLE001  (PIL raises many kinds for a file that is not an image)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:120] or type(e).__name__
+        raise UserError(f"data {path}: {shown} is not a readable image ({reason}); remove it or replace it with a "
+                        f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} image") from None
+    if fmt not in IMAGE_FORMATS:
+        raise UserError(f"data {path}: {shown} is a {fmt} image, which cannot be decoded here; convert it to PNG or "
+                        "JPEG, or remove it")
+    if size[0] * size[1] > (Image.MAX_IMAGE_PIXELS or 1 << 62):
+        raise UserError(f"data {path}: {shown} is {size[0]}x{size[1]} pixels, too large to decode; resize it")
+
+
+def _images(path: Path, signature) -> Split:
+    from .backend import quiet_stderr, tf
+
+    classes, files, labels = _image_files(path)
     if not files or not classes:
         raise UserError(f"data {path}: no images found (expected one sub-folder per class holding "
                         f"{'/'.join(IMAGE_SUFFIXES)} files)")
@@ -187,15 +276,32 @@ def _images(path: Path, signature) -> Split:
     if not (h and w):
         raise UserError(f"data {path}: the model's input {_fmt(signature[0].shape)} has no fixed image size to "
                         "resize to; pass an .npz instead")
-    mode = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(c)
-    if mode is None:
+    if c not in (1, 3, 4):
         raise UserError(f"data {path}: the model's input has {c} channels; images load as 1, 3 or 4")
+    nbytes = len(files) * h * w * c * 4
+    if nbytes > _max_bytes():
+        raise UserError(f"data {path}: {len(files)} images at {h}x{w}x{c} need {_size(nbytes)}, more than the "
+                        f"{_size(_max_bytes())} allowed for data on this machine; pass fewer images")
+    for real, shown in files:
+        _check_image(path, real, shown)
+
+    def load(file):  # as Keras' image_dataset_from_directory loads each file (so the numbers are the same)
+        img = tf.image.decode_image(tf.io.read_file(file), channels=c, expand_animations=False)
+        return tf.image.resize(img, (h, w), method="bilinear")
+
     with quiet_stderr():
-        dataset = keras.utils.image_dataset_from_directory(path, labels="inferred", label_mode="int",
-                                                           color_mode=mode, image_size=(h, w), batch_size=64,
-                                                           shuffle=False)
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
-    return Split(np.concatenate(xs).astype(signature[0].dtype), np.concatenate(ys))
+        try:
+            dataset = tf.data.Dataset.from_tensor_slices([real for real, _ in files]).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            x = np.concatenate([b.numpy() for b in dataset.batch(64)])
+        except tf.errors.OpError as e:
+            for real, shown in files:  # PIL passed them all: find the one TensorFlow cannot decode
+                try:
+                    load(tf.constant(real))
+                except tf.errors.OpError as one:
+                    raise UserError(f"data {path}: cannot decode {shown} ({one.message.splitlines()[0][:160]}); "
+                                    "remove it or save it again as PNG or JPEG") from None
+            raise UserError(f"data {path}: cannot decode the images ({e.message.splitlines()[0][:160]})") from None
+    return Split(x.astype(signature[0].dtype), np.asarray(labels, np.int32))
 
 
 def read(path: str | Path, signature: tuple[TensorSig, ...], label: str | None = None) -> Split:
