@@ -222,11 +222,11 @@ def _user_splits(src: Source, model) -> tuple[Splits, str]:
     out = model.outputs[0]
     width = int(out.shape[-1]) if len(out.shape) > 1 and out.shape[-1] else None
     data = user_data.read(src.data, signature, src.label)
-    user_data.check(data, signature, width, f"--data {src.data}")
+    user_data.check(data, signature, width, f"--data {src.data}", tuple(out.shape[1:]))
     data = user_data.cast(data, signature)
     if src.eval_data:
         evaluation = user_data.read(src.eval_data, signature, src.label)
-        user_data.check(evaluation, signature, width, f"--eval-data {src.eval_data}")
+        user_data.check(evaluation, signature, width, f"--eval-data {src.eval_data}", tuple(out.shape[1:]))
         evaluation = user_data.cast(evaluation, signature)
         train, how = data, f"{src.data} ({len(data)} samples) for calibration and fine-tuning; {src.eval_data} " \
                            f"({len(evaluation)} samples) for the metric"
