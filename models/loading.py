@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import registry
+from . import registry, safety
 from .errors import UserError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -242,7 +242,8 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
 
     Safe mode refuses serialized Python code (Lambda layers, lambdas, objects from modules outside
     Keras that are neither registered here nor in ``custom_objects``) for every format, ``.h5`` and
-    SavedModel included, with a message that says so. A Keras 3 file is bridged to tf_keras (checked by
+    SavedModel included, with a message that says so; and what :mod:`models.safety` refuses
+    (ops that touch the host in a SavedModel's graph). A Keras 3 file is bridged to tf_keras (checked by
     output parity on ``parity_inputs``, synthetic if None). Any other problem is a one-line :class:`UserError`.
     """
     from .backend import keras, quiet_stderr
@@ -265,6 +266,9 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
         raise UserError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
     if is_savedmodel:
         if not unsafe:
+            reason = safety.savedmodel_refusal(path)  # ops that touch the host: before anything loads the graph
+            if reason:
+                raise UserError(f"{path} {reason}")
             _check_savedmodel_safe(path, trusted)
     else:
         suffix = path.suffix.lower()
