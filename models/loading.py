@@ -95,6 +95,9 @@ def _scan_config(config, path: Path, trusted=()) -> None:
         registered = node.get("registered_name")
         if class_name == "function" and registered == "function":  # tf_keras names a registered function here
             registered = node.get("config")
+        reason = safety.layer_refusal(node)  # a path on the host that building the layer would read
+        if reason:
+            raise UserError(f"{path} {reason}")
         if class_name is not None and isinstance(module, str) and not _module_allowed(
                 module, str(class_name), registered, trusted):
             inner = node.get("config")
@@ -243,7 +246,7 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
     Safe mode refuses serialized Python code (Lambda layers, lambdas, objects from modules outside
     Keras that are neither registered here nor in ``custom_objects``) for every format, ``.h5`` and
     SavedModel included, with a message that says so; and what :mod:`models.safety` refuses
-    (ops that touch the host in a SavedModel's graph). A Keras 3 file is bridged to tf_keras (checked by
+    (ops that touch the host in a SavedModel's graph, host paths in layer configs). A Keras 3 file is bridged to tf_keras (checked by
     output parity on ``parity_inputs``, synthetic if None). Any other problem is a one-line :class:`UserError`.
     """
     from .backend import keras, quiet_stderr

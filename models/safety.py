@@ -13,9 +13,14 @@ file is refused (one line, without the file's name) or None.
   never runs those (it restores the variables from ``variables/`` with ops it builds itself), while the same
   ops in a function a signature or an object calls would write or read any checkpoint path on the host. A TF1
   SavedModel (no object graph), whose loader does run the saver's restore op, gets no such exemption.
+* :func:`layer_refusal`: a layer config must not name a path on the host. Lookup layers (StringLookup,
+  IntegerLookup, TextVectorization) read a string ``vocabulary`` as a file, and Keras 3's TFSMLayer loads the
+  SavedModel at its ``filepath``; a config field that takes a file, or any field whose string looks like an
+  absolute path, home directory, parent traversal or URL, is refused.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SAFE_HINT = "--unsafe runs it, if you trust the file"
@@ -174,3 +179,30 @@ def savedmodel_refusal(path: str | Path) -> str | None:
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
     return (f"holds op types that touch the host or are not known compute ops: {shown}{more}; refused in safe mode "
             f"because running or converting the graph would run them ({SAFE_HINT})")
+
+
+# ------------------------------------------------------------------------------------------------ layer configs
+
+#: config fields that Keras layers (and the tokenizers of libraries built on Keras) read as a file or directory
+PATH_FIELDS = frozenset({"vocabulary", "idf_weights", "filepath", "file_path", "path", "filename", "vocabulary_file",
+                         "vocab_file", "proto", "merges", "merges_file", "spm_model_file", "directory", "export_dir",
+                         "handle", "module_handle"})
+_PATHLIKE = re.compile(r"^(/|~|\\\\|[A-Za-z]:[\\/])|(^|[\\/])\.\.([\\/]|$)|^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def layer_refusal(node) -> str | None:
+    """Why safe mode refuses one serialized object (``{"class_name": ..., "config": {...}}``) of a model config,
+    or None: a field that names a file or directory on the host, which building the layer would read."""
+    if not isinstance(node, dict) or not isinstance(node.get("config"), dict):
+        return None
+    config = node["config"]
+    for key, value in config.items():
+        if not isinstance(value, str) or not isinstance(key, str):
+            continue
+        if key in PATH_FIELDS or _PATHLIKE.search(value):
+            layer = config.get("name")
+            what = f"layer {layer!r} ({node.get('class_name')})" if isinstance(layer, str) else str(
+                node.get("class_name"))
+            return (f"names a path on this host in its config ({what}: {key}={value[:200]!r}); refused in safe mode "
+                    "because building the layer would read it (--unsafe loads it, if you trust the file)")
+    return None

@@ -1,17 +1,23 @@
 """Safe mode (the default) runs and reads nothing from a model file the user brings: a SavedModel whose graph
-touches the host is refused with one line (exit 2) before anything executes it; --unsafe is the way through."""
+touches the host and a layer config that names a host path are each refused with one line (exit 2) before anything
+executes or reads them; --unsafe is the way through."""
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import assert_one_line_error
+from hostile import assert_one_line_error, rezip, zip_members
 
 from models.backend import keras as tfk
 from models.backend import tf
+from models.errors import UserError
 from models.loading import load_model_file
-from models.safety import savedmodel_refusal
+from models.safety import layer_refusal, savedmodel_refusal
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +136,121 @@ def test_zoo_savedmodels_hold_only_allowed_ops(name, tmp_path):
     spec = registry.get(name)
     spec.build(dict(spec.resolve_config(tiny=True))).save(tmp_path / "sm", save_format="tf")
     assert savedmodel_refusal(tmp_path / "sm") is None
+
+
+# ------------------------------------------------------------------------- 2. layer configs that name host paths
+
+
+def _lookup_model(impl: str, layer: str):
+    if impl == "keras3":
+        from models.keras3 import keras3
+
+        K = keras3()
+    else:
+        K = tfk
+    if layer == "IntegerLookup":
+        inp = K.Input((1,), dtype="int64", name="ids")
+        return K.Model(inp, K.layers.IntegerLookup(vocabulary=[3, 5, 7], name="lookup")(inp))
+    inp = K.Input((1,), dtype="string", name="text")
+    lookup = (K.layers.StringLookup(vocabulary=["a", "b"], name="lookup") if layer == "StringLookup"
+              else K.layers.TextVectorization(vocabulary=["a", "b"], output_sequence_length=3, name="lookup"))
+    return K.Model(inp, lookup(inp))
+
+
+def _set_vocabulary(path: Path, value: str) -> None:
+    """Rewrite the lookup layer's ``vocabulary`` in a .keras (config.json) or .h5 (model_config) file."""
+
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["config"].get("name") == "lookup":
+                layer["config"]["vocabulary"] = value
+                return json.dumps(config)
+        raise AssertionError("no lookup layer")
+
+    if path.suffix == ".keras":
+        files = zip_members(path.read_bytes())
+        files["config.json"] = edit(json.loads(files["config.json"])).encode()
+        path.write_bytes(rezip(files))
+    else:
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            f.attrs["model_config"] = edit(json.loads(f.attrs["model_config"]))
+
+
+@pytest.mark.parametrize("impl,suffix,layer", [("tf_keras", ".keras", "StringLookup"),
+                                               ("tf_keras", ".h5", "StringLookup"),
+                                               ("tf_keras", ".keras", "TextVectorization"),
+                                               ("tf_keras", ".h5", "IntegerLookup"),
+                                               ("keras3", ".keras", "StringLookup"),
+                                               ("keras3", ".h5", "StringLookup"),
+                                               ("keras3", ".keras", "IntegerLookup")])
+def test_layer_config_naming_a_host_file_is_refused(impl, suffix, layer, tmp_path, cli):
+    path = tmp_path / f"m{suffix}"
+    _lookup_model(impl, layer).save(path)
+    try:  # a vocabulary in the file itself is not refused (Keras 3 lookup layers may not bridge to tf_keras)
+        load_model_file(path)
+    except UserError as e:
+        assert "safe mode" not in str(e), e
+    secret = tmp_path / "secret.txt"
+    secret.write_text("\n".join(["11", "13", "s3cret"] if layer == "IntegerLookup" else ["s3cret", "token"]) + "\n")
+    _set_vocabulary(path, str(secret))
+    res = cli("export", "onnx", path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(res, str(path), "layer 'lookup'", f"vocabulary={str(secret)!r}", "--unsafe")
+    assert not (tmp_path / "out.onnx").exists() and "s3cret" not in res.stdout + res.stderr
+
+
+def test_a_vocabulary_fifo_is_never_opened(tmp_path, cli):
+    """A FIFO as the vocabulary blocked the loader: safe mode refuses it from the config without opening it."""
+    path = tmp_path / "m.keras"
+    _lookup_model("tf_keras", "StringLookup").save(path)
+    fifo = tmp_path / "vocab.fifo"
+    os.mkfifo(fifo)
+    _set_vocabulary(path, str(fifo))
+    opened, stop = [], threading.Event()
+
+    def writer():  # connects only if a reader opened the FIFO (so a loader that reads it cannot block forever)
+        while not stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader
+                time.sleep(0.05)
+                continue
+            opened.append(True)
+            os.write(fd, b"a\nb\n")
+            os.close(fd)
+            return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        res = cli("export", "onnx", path, "-o", tmp_path / "out.onnx")
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not opened, "safe mode opened the vocabulary FIFO"
+    assert_one_line_error(res, "vocabulary=", str(fifo), "--unsafe")
+
+
+def test_layer_refusal_reads_configs_only():
+    assert "filepath='/srv/model'" in layer_refusal(
+        {"class_name": "TFSMLayer", "config": {"name": "t", "filepath": "/srv/model"}})
+    assert layer_refusal({"class_name": "Custom", "config": {"name": "c", "source": "../../etc/shadow"}})
+    assert layer_refusal({"class_name": "Custom", "config": {"name": "c", "url": "gs://bucket/vocab.txt"}})
+    benign = {"class_name": "StringLookup", "config": {"name": "s", "vocabulary": ["/", "a/b", "../x"],
+                                                       "oov_token": "[UNK]", "output_mode": "int"}}
+    assert layer_refusal(benign) is None
+
+
+def test_zoo_configs_name_no_host_paths():
+    from models import registry
+
+    for spec in registry.specs():
+        stack = [spec.build(dict(spec.resolve_config(tiny=True))).get_config()]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                assert layer_refusal(node) is None, (spec.name, node.get("class_name"))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
