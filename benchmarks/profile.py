@@ -161,6 +161,11 @@ def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, ca
     if p.suffix.lower() in (".onnx", ".tflite"):
         if not p.is_file():
             raise UserError(f"no such file: {p}")
+        from export.probe import probe  # a file the toolkit did not write: load and run it in a child first
+
+        probed = probe([p])[0]  # (a crash or a hang there is an error line, not this process killed or stuck)
+        if not probed.ok:
+            raise UserError(probed.error)
         return Subject(p.stem, variant or p.suffix.lstrip("."), p,
                        synthetic_inputs(p, batch) if p.suffix.lower() == ".onnx" else None, None)
     from models import registry

@@ -1,18 +1,21 @@
 """Safe mode (the default) runs and reads nothing from a model file the user brings: a SavedModel whose graph
-touches the host and a layer config that names a host path are each refused with one line (exit 2) before anything
-executes or reads them; --unsafe is the way through."""
+touches the host, a layer config that names a host path, and a foreign .onnx/.tflite that hangs or crashes its
+runtime are each refused with one line (exit 2) before anything executes them; --unsafe is the way through."""
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hostile import assert_one_line_error, rezip, zip_members
 
+from export import probe as probe_mod
 from models.backend import keras as tfk
 from models.backend import tf
 from models.errors import UserError
@@ -254,3 +257,65 @@ def test_zoo_configs_name_no_host_paths():
                 stack.extend(node.values())
             elif isinstance(node, list):
                 stack.extend(node)
+
+
+# ------------------------------------------------------------------ 3. foreign .onnx/.tflite: probed in a child
+
+
+def _spinning_onnx(path: Path, trips: int = 2 ** 62) -> Path:
+    """An ONNX Loop of ``trips`` iterations (2^62: runs until killed)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["x_in", "one"], ["x_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((1, 4), np.float32), "one")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "spin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(trips, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _in_thread(fn, timeout: float):
+    """fn() in a daemon thread; its result, or a failure if it is still running after ``timeout`` seconds (a model
+    run in this process with no timeout: the thread is abandoned)."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout:.0f} s: the file ran in this process, no timeout"
+    return box[0]
+
+
+def test_profile_of_a_foreign_onnx_that_never_ends_is_a_timeout(tmp_path, cli, monkeypatch):
+    monkeypatch.setattr(probe_mod, "probe", partial(probe_mod.probe, timeout=5))
+    path = _spinning_onnx(tmp_path / "spin.onnx")
+    res = _in_thread(lambda: cli("benchmarks", "profile", path, "--runs", "1", "--out", tmp_path / "res"), 120)
+    assert_one_line_error(res, "did not finish", str(path))
+    assert not (tmp_path / "res").exists()
+
+
+def test_profile_of_a_foreign_tflite_that_crashes_its_runtime_is_an_error(tmp_path, cli, monkeypatch):
+    code = ("import os, signal, sys\nimport export.probe_child as p\n"
+            "p.probe_in_process = lambda path, providers=None, batch_check=False: os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "sys.exit(p.main())\n")
+    monkeypatch.setattr(probe_mod, "child_command", lambda: [sys.executable, "-c", code])
+    monkeypatch.setattr(probe_mod, "_memo", {})
+    inp = tfk.Input((4,), name="x")
+    model = tfk.Model(inp, tfk.layers.Dense(2)(inp))
+    path = tmp_path / "boom.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    res = _in_thread(lambda: cli("benchmarks", "profile", path, "--runs", "1", "--out", tmp_path / "res"), 120)
+    assert_one_line_error(res, "the LiteRT runtime crashed loading", str(path), "(signal 11)")
+    assert not (tmp_path / "res").exists()
