@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import registry
+from models import registry, safety
 from models.errors import UserError
 from models.keras3 import is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
 
@@ -99,6 +99,9 @@ def _scan_config(config, path: Path, trusted=()) -> None:
         registered = node.get("registered_name")
         if class_name == "function" and registered == "function":  # tf_keras names a registered function here
             registered = node.get("config")
+        reason = safety.layer_refusal(node)  # a path on the host that building the layer would read
+        if reason:
+            raise UserError(f"{path} {reason}")
         if class_name is not None and isinstance(module, str) and not _module_allowed(
                 module, str(class_name), registered, trusted):
             inner = node.get("config")
@@ -238,7 +241,8 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
 
     Safe mode refuses serialized Python code (Lambda layers, lambdas, objects from modules outside
     Keras that are neither registered here nor in ``custom_objects``) for every format, ``.h5`` and
-    SavedModel included, with a message that says so. A Keras 3 file is bridged to tf_keras (checked by
+    SavedModel included, with a message that says so; and what :mod:`models.safety` refuses
+    (ops that touch the host in a SavedModel's graph, host paths in layer configs). A Keras 3 file is bridged to tf_keras (checked by
     output parity on ``parity_inputs``, synthetic if None). Any other problem is a one-line :class:`UserError`.
     """
     from models.backend import keras, quiet_stderr  # deferred: models.backend loads TensorFlow
@@ -258,6 +262,9 @@ def load_model_file(path: str | Path, unsafe: bool = False, custom_objects: dict
         raise UserError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
     if is_savedmodel:
         if not unsafe:
+            reason = safety.savedmodel_refusal(path)  # ops that touch the host: before anything loads the graph
+            if reason:
+                raise UserError(f"{path} {reason}")
             _check_savedmodel_safe(path, trusted)
     else:
         suffix = path.suffix.lower()

@@ -25,6 +25,7 @@ import numpy as np
 
 from models import registry
 from models.artifacts import atomic_write, cache_dir
+from export.probe import probe
 from models.errors import CheckFailed, UserError
 from export.runtime import load
 
@@ -90,6 +91,11 @@ def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, ca
     if p.suffix.lower() in (".onnx", ".tflite"):
         if not p.is_file():
             raise UserError(f"no such file: {p}")
+        # a file the toolkit did not write: loaded and run in a child first (a crash or a hang there is an error
+        # line, not this process killed or stuck)
+        probed = probe([p])[0]
+        if not probed.ok:
+            raise UserError(probed.error)
         return Subject(p.stem, variant or p.suffix.lstrip("."), p,
                        synthetic_inputs(p, batch) if p.suffix.lower() == ".onnx" else None, None)
     spec = registry.get(target)
