@@ -156,7 +156,9 @@ def test_same_file_name_in_two_folders_stays_two_models(cli, tmp_path):
         "m.keras (v1)", "m.keras (v2)"}
     from benchmarks.store import Store
 
-    assert {row["model"] for row in Store(tmp_path / "res" / "results.db").rows(["m.keras (v2)"])} == {"m.keras (v2)"}
+    store = Store(tmp_path / "res" / "results.db")
+    assert {row["model"] for row in store.rows(["m.keras (v2)"])} == {"m.keras (v2)"}
+    assert len(store.rows(["m.keras"])) == len(store.rows(["m"])) == 2  # every folder's m.keras
 
 
 @pytest.mark.parametrize("change", ["code", "label", "seed"])
