@@ -63,10 +63,9 @@ def _run(args):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("left"), TimeRemainingColumn(), console=out, transient=False) as progress:
         task = progress.add_task("sweep", total=None)
-        stems = [n if n in registry.names() else Path(n).stem for n in names]
 
         def write_report(model):  # after each model: an interrupted sweep still leaves a readable report
-            report.write(store.rows(stems), cfg.out, cfg.cache)
+            report.write(sweep.rows(), cfg.out, cfg.cache)
 
         sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute,
                       on_model=write_report)
@@ -77,7 +76,7 @@ def _run(args):
             write_report(None)
             raise
         progress.update(task, description="sweep done")
-    rows = store.rows(stems)
+    rows = sweep.rows()  # this sweep's models, each by its content key (not an earlier version's rows)
     paths = report.write(rows, cfg.out, cfg.cache)
     out.print(f"{measured} new measurement(s); {len(rows)} row(s) in {store.path}")
     out.print(phase_line(sweep.phases, cfg.out))

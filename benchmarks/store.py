@@ -108,4 +108,13 @@ class Store:
             have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
             cur = db.execute("SELECT * FROM results ORDER BY model, variant, runtime, batch, threads")
             rows = [{**{c: None for c in NAMES if c not in have}, **dict(r)} for r in cur.fetchall()]
-        return [r for r in rows if not models or r["model"] in models]
+        return [r for r in rows if not models or any(_named(r["model"], m) for m in models)]
+
+
+def _named(model: str | None, wanted: str) -> bool:
+    """A model's rows are asked for by the name the store gives it (``m.keras (v1)``: a file and its folder), by its
+    file name alone or its stem (every folder's ``m.keras``)."""
+    if model == wanted:
+        return True
+    name = str(model or "").rsplit(" (", 1)[0]
+    return " (" in str(model or "") and wanted in (name, Path(name).stem)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
-from models.artifacts import cache_dir, key_of, sizes
+from models.artifacts import cache_dir, disk_size, key_of, sizes
 from models.errors import UserError
 from models.spec import n_samples
 from models.subject import train_ahead
@@ -36,7 +36,7 @@ from benchmarks.phases import Phases
 from benchmarks.runner import Method, batch_of
 from benchmarks.store import Store
 from benchmarks.tasks import Job, MeasureTask, content_hash
-from benchmarks.units import Unit, build_request, make_source, make_unit
+from benchmarks.units import Unit, build_request, display_name, make_source, make_unit
 
 
 
@@ -110,6 +110,7 @@ class Sweep:
         self.phases = Phases()
         self._model = None  # the model being swept (its phases are being timed)
         self._trained = {}
+        self.keys: dict[str, str] = {}  # model argument -> its unit's key, for the models this run has reached
         self._scored: dict[str, tuple[str, float, object]] = {}  # path -> (runtime, metric, outputs on the sample)
         self.executor = executor or LocalExecutor()
         self.builders = BuildPool()  # build children kept for the models in turn (benchmarks.build)
@@ -135,7 +136,19 @@ class Sweep:
         if name not in self._trained:
             self.on_step(f"{name}: loading (zoo models are trained once and cached)")
             self._trained[name] = make_unit(name, self.cfg)
+            self.keys[name] = self._trained[name].key
         return self._trained[name]
+
+    def rows(self) -> list[dict]:
+        """The store's rows of this sweep's models: by name, and for a model this run has reached by its content key
+        too, so the rows of an earlier version of the same file (other weights, data or metric) stay out."""
+        wanted: dict[str, set | None] = {}  # name -> the keys of its models (None: one not reached, any key)
+        for m in self.cfg.models:
+            name, key = display_name(m), self.keys.get(m)
+            keys = wanted.setdefault(name, set())
+            wanted[name] = None if keys is None or key is None else keys | {key}
+        return [r for r in self.store.rows(list(wanted)) if r["model"] in wanted
+                and (wanted[r["model"]] is None or r["model_key"] in wanted[r["model"]])]
 
     def run(self, advance=lambda: None) -> int:
         """Measure what the store does not have yet; each finished row is committed at once, so an
@@ -244,7 +257,7 @@ class Sweep:
             else:
                 missing.append(variant.name)
         if missing:
-            source_mb = trained.path.stat().st_size / 2**20 if trained.path.is_file() else 0.0
+            source_mb = disk_size(trained.path) / 2**20
             args = (build_request(trained, self.cfg, missing), variants.chains(missing), self.on_step, source_mb)
             if meanwhile is None:
                 made = self.builders.build(*args)
@@ -268,7 +281,7 @@ class Sweep:
 
     def _row(self, trained, variant, runtime, batch, threads, **values) -> dict:
         metric = trained.metric
-        row = dict(key=self._key(trained, variant, runtime, batch, threads), model=trained.subject.name,
+        row = dict(key=self._key(trained, variant, runtime, batch, threads), model=trained.name,
                    model_key=trained.key, variant=variant.name, runtime=runtime.name, batch=batch,
                    threads=threads, metric_name=metric.name if metric else None,
                    higher_is_better=int(metric.higher_is_better) if metric else 1,

@@ -15,7 +15,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.artifacts import atomic_path, key_of, sha256_file
+from models.artifacts import atomic_path, key_of, sha256_file, stamp
 
 from benchmarks.runner import Method
 
@@ -61,14 +61,14 @@ class Job:
 
 
 @functools.lru_cache(maxsize=256)
-def _hash(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
+def _hash(stamped: tuple) -> str:
+    return sha256_file(stamped[0])
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of a file or directory, remembered per (path, size, mtime): a sweep asks once per runtime."""
-    st = Path(path).stat()
-    return _hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    """sha256 of a file or directory, remembered per stamp (every file's name, size and mtime): a sweep asks once
+    per runtime, and a SavedModel rewritten inside the same directory is hashed again."""
+    return _hash(stamp(path))
 
 
 def pack(path: Path) -> bytes:

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import registry
-from models.artifacts import key_of
-from models.artifacts import cache_dir, sha256_file
+from models.artifacts import cache_dir
 from models.loading import CUSTOM_OBJECTS_ENV
-from models.subject import resolve, Source
+from models.subject import content_key, resolve, Source
 
 
 @dataclass
@@ -19,7 +18,8 @@ class Unit:
 
     subject: object  # models.subject.Subject
     source: object  # models.subject.Source: how a child process makes the same subject
-    key: str  # "<name>-<content hash>": rows, variants and the store are keyed by it
+    key: str  # "<stem>-<content key>": rows, variants and the store are keyed by it
+    name: str  # what the store and the report call it (display_name)
 
     @property
     def spec(self):
@@ -66,6 +66,15 @@ def absolute_cache(cfg) -> str:
     return str(cache_dir(cfg.cache).resolve())
 
 
+def display_name(name: str) -> str:
+    """What the store and the report call a model: a zoo name as it is; a file by its name and its folder's
+    (``m.keras (v1)``), the same on every run, so that v1/m.keras and v2/m.keras stay two models."""
+    if name in registry.names():
+        return name
+    path = Path(name).resolve()
+    return f"{path.name} ({path.parent.name})" if path.parent.name else path.name
+
+
 def make_unit(name: str, cfg) -> Unit:
     """A zoo name (trained on demand, cached) or a model file with ``cfg.source``'s data, metric and code."""
     source = make_source(name, cfg)
@@ -74,13 +83,12 @@ def make_unit(name: str, cfg) -> Unit:
     path = Path(subject.path)
     if name in registry.names():  # the trained file's name already carries its content key
         key = path.stem
-    else:
-        digest = sha256_file(path) if path.is_file() else key_of(sorted(str(p) for p in path.rglob("*")))
-        key = f"{subject.name}-{digest[:16]}"
-    return Unit(subject, source, key)
+    else:  # the model's every file, the data, the metric and the code (models.subject.content_key)
+        key = f"{path.stem}-{content_key(source)}"
+    return Unit(subject, source, key, display_name(name))
 
 
 def build_request(unit: Unit, cfg, missing: list[str]) -> dict:
     """What benchmarks.build needs to rebuild ``unit``'s missing variants in a child process."""
-    return {"model": unit.subject.name, "source": unit.source.as_dict(), "key": unit.key,
+    return {"model": unit.name, "source": unit.source.as_dict(), "key": unit.key,
             "cache": absolute_cache(cfg), "variants": missing}

@@ -176,15 +176,39 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def files_of(path: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file a model or data path consists of, in sorted relative-path order: a file
+    is itself (named ""), a directory (a SavedModel, an image folder) is every file under it."""
+    path = Path(path)
+    if not path.is_dir():
+        return [("", path)]
+    return sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+
+
 def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes; of a directory, every file's relative name and bytes in sorted order (a file
+    renamed or moved to another class folder is other content)."""
     h = hashlib.sha256()
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
+    for name, p in files_of(path):
+        if path.is_dir():
+            h.update(f"{name}\0{p.stat().st_size}\0".encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def stamp(path: str | os.PathLike) -> tuple:
+    """What says a file or directory may have changed, cheaply: every file's name, size and mtime (memo keys; a
+    directory's own mtime misses a file rewritten inside it)."""
+    stats = [(name, p.stat()) for name, p in files_of(path)]
+    return (str(Path(path).resolve()),) + tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
+def disk_size(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file of a directory."""
+    return sum(p.stat().st_size for _, p in files_of(path))
 
 
 def key_of(obj) -> str:
@@ -204,10 +228,10 @@ _SIZES: dict[tuple, tuple[int, int]] = {}
 
 
 def sizes(path: str | os.PathLike) -> tuple[int, int]:
-    """:func:`sizes_of` a file, remembered per (path, size, mtime): a sweep asks once per runtime."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    """:func:`sizes_of` a file (of a directory, the sum over its files), remembered per :func:`stamp`: a sweep asks
+    once per runtime."""
+    key = stamp(path)
     if key not in _SIZES:
-        _SIZES[key] = sizes_of(p.read_bytes())
+        each = [sizes_of(p.read_bytes()) for _, p in files_of(path)]
+        _SIZES[key] = (sum(raw for raw, _ in each), sum(gz for _, gz in each))
     return _SIZES[key]

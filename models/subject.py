@@ -8,12 +8,14 @@ so compress, export and benchmarks never ask which it was.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import registry
 from models import metrics
+from models.artifacts import key_of, sha256_file
 from models.datasets import user_data
 from models.datasets.synthetic import describe_range, synthetic_inputs
 from models.errors import UserError
@@ -102,6 +104,40 @@ class Subject:
         if self.metric_from:
             lines.append(f"metric: {self.metric_from}")
         return lines
+
+
+# ------------------------------------------------------------------------------------------------- content key
+
+def content_key(src: Source) -> str:
+    """What a subject's results depend on, by content (16 hex digits): the model file's bytes (a SavedModel's
+    every file, by relative name), the ``--data`` and ``--eval-data`` (an image folder's files too), the label
+    column, the hold-out seed, the metric's definition and the ``--custom-objects`` code. Re-saving a model or its
+    data under the same names, or choosing another metric, gives another key; a zoo name is keyed by its name and
+    configuration here (its trained file's name carries the weights' key)."""
+    zoo = src.model in registry.names()
+    metric = metrics.by_name(src.metric) if src.metric else None
+    return key_of({
+        "model": {"zoo": src.model, "tiny": src.tiny} if zoo else _digest(src.model),
+        "data": _digest(src.data), "eval_data": _digest(src.eval_data), "label": src.label, "seed": src.seed,
+        "metric": src.metric if metric is None else
+        {"name": metric.name, "higher_is_better": metric.higher_is_better,
+         "fn": f"{getattr(metric.fn, '__module__', '')}.{getattr(metric.fn, '__qualname__', repr(metric.fn))}"},
+        "custom_objects": _code_digest(src.custom_objects)})
+
+
+def _digest(path: str | None) -> str | None:
+    return None if not path else sha256_file(path) if Path(path).exists() else f"missing:{path}"
+
+
+def _code_digest(ref: str | None) -> str | None:
+    """The ``--custom-objects`` code's content: a .py file's bytes, or the file of a module given by name."""
+    if not ref or Path(ref).exists():
+        return _digest(ref)
+    try:
+        origin = getattr(importlib.util.find_spec(ref), "origin", None)
+    except (ImportError, ValueError):
+        origin = None
+    return f"{ref}:{sha256_file(origin)}" if origin and Path(origin).is_file() else ref
 
 
 # -------------------------------------------------------------------------------------------- custom objects

@@ -258,7 +258,7 @@ def test_benchmarks_run_on_user_files_beside_a_zoo_model(files, cli, tmp_path, m
             "--out", tmp_path / "res")
     assert r.returncode == 0, r.stderr + r.stdout
     rows = Store(tmp_path / "res" / "results.db").rows()
-    mine = [row for row in rows if row["model"] == "custom"]
+    mine = [row for row in rows if row["model"] == f"custom.keras ({files['dir'].name})"]
     assert {(row["variant"], row["runtime"]) for row in mine} == {
         ("fp32", "keras"), ("pruned", "keras"), ("tflite-int8", "litert"), ("onnx-fp32", "onnxruntime-cpu")}
     assert all(row["status"] == "ok" for row in mine), [(row["variant"], row["reason"]) for row in mine]
@@ -268,7 +268,7 @@ def test_benchmarks_run_on_user_files_beside_a_zoo_model(files, cli, tmp_path, m
     assert abs(scores["onnx-fp32"] - scores["fp32"]) < 1e-9 and abs(scores["tflite-int8"] - scores["fp32"]) <= 0.02
     assert 0.5 < scores["pruned"] <= 1.0  # fine-tuned on --data; its drop is the recipe's (see compress.techniques.finetune)
     assert fp32["model_key"].startswith("custom-") and len(fp32["model_key"]) > len("custom-") + 8
-    assert {row["model"] for row in rows} == {"custom", "mlp"}
+    assert {row["model"] for row in rows} == {f"custom.keras ({files['dir'].name})", "mlp"}
 
 
 def test_benchmarks_run_on_a_file_without_data_measures_latency_only(files, cli, tmp_path):

@@ -15,8 +15,8 @@ from benchmarks.report import profiles as report_profiles
 from benchmarks.report import html as report_html
 from benchmarks.report.cells import (BUDGET_NOTE, DETAIL_HEADER, detail_cells, models_of, provenance, reused_notes,
                                      selfcheck_line, summary_cells, summary_header)
-from benchmarks.report.summary import (Choice, budgets, choose, detail_rows, host_name, many_hosts, reference_metric,  # noqa
-                             slower_quantized, slower_than_fp32, unavailable, verdict)
+from benchmarks.report.summary import (Choice, budgets, choose, detail_rows, distinct_models, host_name, many_hosts,  # noqa
+                                       reference_metric, slower_quantized, slower_than_fp32, unavailable, verdict)
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -25,6 +25,7 @@ def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def markdown(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
+    rows = distinct_models(rows)
     lines = ["# Benchmark report", ""]
     lines += [f"{line}  " for line in provenance(rows)] + [""]
     for budget in budgets(rows):
@@ -66,12 +67,13 @@ def markdown(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
 
 
 def html(rows: list[dict], profiles: dict | None = None, cache=None) -> str:
-    return report_html.page(rows, profiles or {}, cache)
+    return report_html.page(distinct_models(rows), profiles or {}, cache)
 
 
 def write(rows: list[dict], out_dir: Path, cache=None) -> list[Path]:
     """``cache``: where the sweep kept the variants (its --cache-dir), for the warnings' causes counted from them."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = distinct_models(rows)
     profiles = report_profiles.load(out_dir)
     files = {out_dir / "report.md": markdown(rows, profiles, cache), out_dir / "report.html": html(rows, profiles, cache),
              out_dir / "results.json": json.dumps(rows, indent=1, default=str)}

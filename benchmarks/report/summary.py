@@ -102,6 +102,17 @@ def many_hosts(rows: list[dict]) -> bool:
     return len({r.get("host") for r in rows}) > 1
 
 
+def distinct_models(rows: list[dict]) -> list[dict]:
+    """The rows with each model named apart: a name that stands for more than one model key in ``rows`` (two
+    folders named alike, or an earlier version of the same file: other weights, data or metric) is followed by
+    its key's hash (``m.keras (v1) [3fa2c1d0]``), so their rows never share a table, a summary line or a baseline."""
+    keys: dict[str, set] = defaultdict(set)
+    for r in rows:
+        keys[r["model"]].add(r.get("model_key"))
+    return [{**r, "model": f"{r['model']} [{str(r.get('model_key')).rsplit('-', 1)[-1][:8]}]"}
+            if len(keys[r["model"]]) > 1 else r for r in rows]
+
+
 def _baselines(rows: list[dict]) -> dict[tuple, dict]:
     """(model, runtime, host, batch, threads) -> the fp32 row a variant is compared with (same machine)."""
     out = {}
@@ -286,4 +297,4 @@ def slower_than_fp32(rows: list[dict], cache=None, profiles: dict | None = None)
 
 def slower_quantized(rows: list[dict], cache=None, profiles: dict | None = None) -> list[str]:
     """The same warnings as one line each ("model: ..."), for the console of `benchmarks run`."""
-    return [f"{w.model}: {w.text}" for w in slower_than_fp32(rows, cache, profiles)]
+    return [f"{w.model}: {w.text}" for w in slower_than_fp32(distinct_models(rows), cache, profiles)]
