@@ -1,6 +1,7 @@
 """python -m benchmarks {run,report,compare,profile}"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from models.cli import ArgumentParser, console, positive_int, run
@@ -8,13 +9,11 @@ from models.errors import UserError
 
 
 def _run(args):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)  # deferred: only this subcommand needs it (CLI start-up)
-
     from models import registry  # deferred: only this subcommand needs it (CLI start-up)
 
     from benchmarks import runtimes, variants  # deferred: only this subcommand needs it (CLI start-up)
     from benchmarks import executors  # deferred: only this subcommand needs it (CLI start-up)
+    from benchmarks.report import console as summary  # deferred: only this subcommand needs it (CLI start-up)
     from benchmarks.report import markdown as report  # deferred: only this subcommand needs it (CLI start-up)
     from benchmarks.runner import Method  # deferred: only this subcommand needs it (CLI start-up)
     from benchmarks.store import Store  # deferred: only this subcommand needs it (CLI start-up)
@@ -60,33 +59,111 @@ def _run(args):
 
     out.print(build_line())
     store = Store(cfg.out / "results.db")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("left"), TimeRemainingColumn(), console=out, transient=False) as progress:
-        task = progress.add_task("sweep", total=None)
+    def write_report(model):  # after each model: an interrupted sweep still leaves a readable report
+        report.write(sweep.rows(), cfg.out, cfg.cache)
 
-        def write_report(model):  # after each model: an interrupted sweep still leaves a readable report
-            report.write(sweep.rows(), cfg.out, cfg.cache)
+    def finished(model):
+        write_report(model)
+        shown.model_done(model, sweep.stored)
 
-        sweep = Sweep(cfg, store, on_step=lambda text: progress.update(task, description=text), executor=execute,
-                      on_model=write_report)
-        progress.update(task, total=len(sweep.plan()))
+    sweep = Sweep(cfg, store, on_step=lambda text: shown.step(text), executor=execute, on_model=finished)
+    plan = sweep.plan()
+    # in a terminal, rich's live bar; else (a log file, CI) that bar prints nothing until the end: a line per model
+    shown = Bar(out, len(plan)) if out.is_terminal else ModelLines(out, list(dict.fromkeys(m for m, _, _ in plan)))
+    with shown:
         try:
-            measured = sweep.run(advance=lambda: progress.advance(task))
+            measured = sweep.run(advance=shown.advance)
         except KeyboardInterrupt:  # Ctrl-C: the report shows what was stored (a later run resumes the rest)
             write_report(None)
             raise
-        progress.update(task, description="sweep done")
     rows = sweep.rows()  # this sweep's models, each by its content key (not an earlier version's rows)
     paths = report.write(rows, cfg.out, cfg.cache)
     out.print(f"{measured} new measurement(s); {len(rows)} row(s) in {store.path}")
     out.print(phase_line(sweep.phases, cfg.out))
-    for w in report.slower_quantized(rows, cfg.cache):
-        out.print(f"[yellow]WARNING[/]: {w}")
     out.print("report: " + ", ".join(str(p) for p in paths))
+    # last, the answer: the report's summary, and the warnings counted (report.md lists them with their causes)
+    summary.print_summary(out, rows, cfg.out, cfg.cache)
     if args.json:
         import json  # deferred: only this subcommand needs it (CLI start-up)
 
         print(json.dumps(rows, indent=1, default=str))
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a reader: "42 s", "12 min 05 s", "1 h 02 min"."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Bar:
+    """In a terminal: rich's live bar over the sweep's (model, variant, runtime) items, with the current step."""
+
+    def __init__(self, out, total: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)  # deferred: only this subcommand needs it (CLI start-up)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=out,
+                                 transient=False)
+        self.task = self.progress.add_task("sweep", total=total)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self.progress.update(self.task, description="sweep done")
+        self.progress.stop()
+
+    def step(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def model_done(self, model: str, stored: int) -> None:
+        pass  # the bar shows it
+
+
+class ModelLines:
+    """Not a terminal (``make bench > log``, CI): one plain line per finished model, printed (and flushed) as it
+    finishes, with the time so far and an estimate of the time left from the models done so far."""
+
+    def __init__(self, out, models: list[str], clock=time.monotonic):
+        self.out, self.models, self.clock = out, models, clock
+        self.spent: list[tuple[float, bool]] = []  # (seconds, whether it measured anything) per finished model
+        self.stored = 0
+
+    def __enter__(self):
+        self.start = self.last = self.clock()
+        self.out.print(f"sweep: {len(self.models)} model(s); a line as each one finishes", markup=False)
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+    def step(self, text: str) -> None:
+        pass  # steps are too many for a log: a line per model
+
+    def advance(self) -> None:
+        pass
+
+    def model_done(self, model: str, stored: int) -> None:
+        """``stored``: the rows this run has stored so far (a model found whole in the store took no measuring,
+        so its seconds do not count towards the estimate while a model that measured something does)."""
+        now = self.clock()
+        took, self.last = now - self.last, now
+        self.spent.append((took, stored > self.stored))
+        self.stored = stored
+        measured = [s for s, new in self.spent if new] or [s for s, _ in self.spent]
+        left = sum(measured) / len(measured) * (len(self.models) - len(self.spent))
+        self.out.print(f"[{len(self.spent)}/{len(self.models)}] {model}: done in {duration(took)}; "
+                       f"elapsed {duration(now - self.start)}, about {duration(left)} left", markup=False, soft_wrap=True)
 
 
 def phase_line(phases, out: Path) -> str:

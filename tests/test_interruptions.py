@@ -77,6 +77,9 @@ def test_temporaries_of_killed_writers_are_cleaned_up(tmp_path):
 # ------------------------------------------------------------------------------------------- interruptions
 
 
+# a guard against a hang, never a speed limit: on an idle machine this sweep stores its first row within ~30 s of its
+# start and exits within seconds of a signal; with other test workers on the same cores it takes several times that
+HANG_S = 600
 SWEEP = ["--models", "mlp", "--tiny", "--quick", "--variants", "tflite-fp32", "tflite-dynamic", "onnx-fp32",
          "--runtimes", "litert", "litert-noxnnpack", "onnxruntime-cpu", "--batch", "1", "2", "--threads", "1"]
 
@@ -97,15 +100,23 @@ def _interrupt(out: Path, sig: int, after_rows: int, group: bool) -> subprocess.
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", *SWEEP, "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HANG_S
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        if proc.poll() is None and not marker.exists():  # neither paused nor ended: stop it to read what it printed
+            os.killpg(proc.pid, signal.SIGKILL)
         assert proc.poll() is None and marker.exists(), f"the sweep never paused: {proc.communicate()}"
         if group:
             os.killpg(proc.pid, sig)  # Ctrl-C in a terminal: the whole foreground process group
         else:
             os.kill(proc.pid, sig)  # the sweep process alone dies (kill -9, the OOM killer)
-        out_text, err_text = proc.communicate(timeout=120)
+        try:
+            out_text, err_text = proc.communicate(timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out_text, err_text = proc.communicate()
+            pytest.fail(f"the sweep had not exited {HANG_S} s after signal {sig}; it printed:\n{out_text[-2000:]}"
+                        f"\n{err_text[-3000:]}")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # orphaned measurement workers, if any

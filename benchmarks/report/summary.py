@@ -274,6 +274,7 @@ def likely_cause(row: dict, base: dict, cache=None, profiles: dict | None = None
 class Warning:
     model: str
     text: str
+    variant: str = ""  # the quantized variant that is slower (the console counts the warnings by it)
 
 
 def slower_than_fp32(rows: list[dict], cache=None, profiles: dict | None = None) -> list[Warning]:
@@ -291,7 +292,7 @@ def slower_than_fp32(rows: list[dict], cache=None, profiles: dict | None = None)
                 + (f" on {host_name(r)}" if where else "") + f" at batch {r['batch']}, "
                 f"{r['threads']} threads (p50 {r['p50_ms']:.3f} ms vs {b['p50_ms']:.3f} ms); likely: "
                 f"{likely_cause(r, b, cache, profiles)}")
-        out.setdefault((r["model"], text), Warning(r["model"], text))
+        out.setdefault((r["model"], text), Warning(r["model"], text, r["variant"]))
     return sorted(out.values(), key=lambda w: w.model)
 
 
