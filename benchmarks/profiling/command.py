@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
-from models.artifacts import atomic_write, cache_dir
+from models.artifacts import atomic_write, cache_dir, claim_output_file, safe_name
 from models.errors import CheckFailed, UserError
 from export.runtime import load
 
@@ -87,6 +87,8 @@ class Subject:
 def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, cache: str | None = None) -> Subject:
     """A zoo name (its variant built or taken from the sweep's cache, as `benchmarks run` does) or a file path."""
     p = Path(target)
+    if variant is not None:
+        safe_name(variant, "--variant")  # it names the profile's file
     if p.suffix.lower() in (".onnx", ".tflite"):
         if not p.is_file():
             raise UserError(f"no such file: {p}")
@@ -135,5 +137,7 @@ def run_profile(subject: Subject, runtime: str | None = None, runs: int = 50, wa
 def save(profile: Profile, out_dir: Path) -> Path:
     """Store the profile where the report finds it (results/profiles/), atomically."""
     path = profile_path(out_dir, profile.model, profile.variant, profile.runtime)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, json.dumps(profile.to_json(), indent=1))
+    claim = claim_output_file(path, [profile.path], create=True)  # a file of the user's there is never replaced
+    atomic_write(path, json.dumps(profile.to_json(), indent=1))
+    claim.record()
+    return path
