@@ -128,6 +128,7 @@ def _profile(args):
     batch = positive_int(args.batch, "--batch")
     threads = positive_int(args.threads, "--threads") if args.threads else None
     runs = positive_int(args.runs, "--runs")
+    profile.claim_results(Path(args.out), take=False)  # a folder of the user's is refused before any work
     subject = profile.resolve(args.model, args.variant, batch, tiny=args.tiny, cache=args.cache_dir)
     result = profile.run_profile(subject, args.runtime, runs=runs, batch=batch, threads=threads)
     path = profile.save(result, Path(args.out))

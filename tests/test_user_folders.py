@@ -152,6 +152,14 @@ def test_benchmarks_run_refuses_a_non_empty_folder_of_the_users(cli, tmp_path):
     assert snapshot(out) == before and not (out / "results.db").exists()
 
 
+def test_profile_refuses_a_non_empty_folder_of_the_users(cli, tmp_path):
+    out = _users_folder(tmp_path / "mine")
+    before = snapshot(out)
+    res = cli("benchmarks", "profile", "mlp", "--tiny", "--variant", "onnx-fp32", "--out", out)
+    assert_one_line_error(res, "is not empty", "choose a new or empty folder")
+    assert snapshot(out) == before and not (out / "profiles").exists()
+
+
 def test_auto_zoo_refuses_a_non_empty_folder_of_the_users(tmp_path, capsys):
     from compress.auto import zoo
 
@@ -245,6 +253,7 @@ def test_profile_reruns_onto_its_own_file(cli, tmp_path):
                   tmp_path / "res")
         assert res.returncode == 0, res.stderr
     assert (tmp_path / "res" / "profiles" / "m--mine-v2--onnxruntime-cpu.json").exists()
+    claim_output_dir(tmp_path / "res", ["results.db"], "benchmarks run", take=False)  # a sweep may follow there
 
 
 @pytest.mark.parametrize("name", ["x/../../..", "..", ".", ".hidden", "a/b", "a\\b", "a\x00b", "", " x", "x\n",

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
-from models.artifacts import atomic_write, cache_dir, claim_output_file, safe_name
+from models.artifacts import atomic_write, cache_dir, claim_output_dir, claim_output_file, safe_name
 from models.errors import CheckFailed, UserError
 from export.runtime import load
 
 from benchmarks import variants
 from benchmarks.build import build_all
-from benchmarks.profiling.layers import Profile, aggregate, keras_layer_names, profile_path
+from benchmarks.profiling.layers import PROFILE_DIR, Profile, aggregate, keras_layer_names, profile_path
 from benchmarks.profiling.litert import litert_ops
 from benchmarks.runner import batch_of
 from benchmarks.sweep import SweepConfig
@@ -134,9 +134,15 @@ def run_profile(subject: Subject, runtime: str | None = None, runs: int = 50, wa
                    profiler, layers, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
+def claim_results(out_dir: Path, take: bool = True) -> None:
+    """``out_dir`` is a results folder (`benchmarks run`'s): new, empty or an earlier run's, never the user's."""
+    claim_output_dir(out_dir, [PROFILE_DIR], "benchmarks run", take=take)
+
+
 def save(profile: Profile, out_dir: Path) -> Path:
     """Store the profile where the report finds it (results/profiles/), atomically."""
     path = profile_path(out_dir, profile.model, profile.variant, profile.runtime)
+    claim_results(out_dir)
     claim = claim_output_file(path, [profile.path], create=True)  # a file of the user's there is never replaced
     atomic_write(path, json.dumps(profile.to_json(), indent=1))
     claim.record()
