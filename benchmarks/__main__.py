@@ -4,8 +4,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from models.cli import ArgumentParser, console, positive_int, run
+from models.artifacts import claim_output_dir, claim_output_file
+from models.cli import ArgumentParser, console, input_paths, positive_int, run
 from models.errors import UserError
+
+RUN_OUTPUTS = ("results.db", "report.md", "report.html", "results.json", "phases.json")  # what `run` writes in --out
 
 
 def _run(args):
@@ -35,6 +38,7 @@ def _run(args):
     batches = [positive_int(b, "--batch") for b in args.batch] if args.batch else ([1] if quick else [1, 32])
     threads = ([positive_int(t, "--threads") for t in args.threads] if args.threads
                else [SweepConfig([]).threads[-1]] if quick else SweepConfig([]).threads)
+    claim_output_dir(args.out, RUN_OUTPUTS, "benchmarks run", input_paths(args), take=False)  # before any work
     cfg = SweepConfig(models=names, method=Method.quick() if quick else Method(), out=Path(args.out),
                       cache=args.cache_dir, fresh=args.fresh, tiny=args.tiny, reuse_metric=quick,
                       batches=batches, threads=threads,
@@ -58,6 +62,7 @@ def _run(args):
     from benchmarks.runtimes.onnxruntime import build_line  # deferred: only this subcommand needs it (CLI start-up)
 
     out.print(build_line())
+    claim_output_dir(cfg.out, RUN_OUTPUTS, "benchmarks run", input_paths(args))
     store = Store(cfg.out / "results.db")
     def write_report(model):  # after each model: an interrupted sweep still leaves a readable report
         report.write(sweep.rows(), cfg.out, cfg.cache)
@@ -186,7 +191,10 @@ def _report(args):
     if not db.exists():
         raise UserError(f"no results store at {db}; run `python -m benchmarks run` first")
     rows = _store_at(str(db)).rows(args.models)
+    claim = claim_output_file(Path(args.out) / "report.md", [db], also=[Path(args.out) / "report.html",
+                                                                        Path(args.out) / "results.json"])
     paths = report.write(rows, Path(args.out), args.cache_dir)
+    claim.record()
     console().print("report: " + ", ".join(str(p) for p in paths))
 
 
@@ -196,6 +204,7 @@ def _profile(args):
     batch = positive_int(args.batch, "--batch")
     threads = positive_int(args.threads, "--threads") if args.threads else None
     runs = positive_int(args.runs, "--runs")
+    profile.claim_results(Path(args.out), take=False)  # a folder of the user's is refused before any work
     subject = profile.resolve(args.model, args.variant, batch, tiny=args.tiny, cache=args.cache_dir)
     result = profile.run_profile(subject, args.runtime, runs=runs, batch=batch, threads=threads)
     path = profile.save(result, Path(args.out))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.cli import ArgumentParser, console, run
+from models.artifacts import claim_output_file
+from models.cli import ArgumentParser, console, input_paths, run
 from models.errors import UserError
 from compress.techniques.saving import save_keras, save_result
 
@@ -21,6 +22,7 @@ def _prune(args):
     m_by_n = tuple(int(v) for v in args.structure.split(":")) if args.structure else None
     tag = f"{m_by_n[0]}x{m_by_n[1]}" if m_by_n else f"{int(args.sparsity * 100)}"
     out_path = Path(args.output or f"{Path(args.model).stem}-pruned{tag}.keras")
+    claim = claim_output_file(out_path, input_paths(args))  # before anything is loaded or trained
     out = console()
     what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
     subject, plan, before, pruned, outcome = common.apply_technique(
@@ -35,6 +37,7 @@ def _prune(args):
     common.print_outcome(out, outcome, plan)
     out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
     save_result(subject, pruned, out_path)
+    claim.record()
     if m_by_n:
         saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
         bad = [k for k, ok in saved.items() if not ok]
@@ -49,6 +52,7 @@ def _cluster(args):
     from compress.techniques.clustering import cluster, distinct_values
 
     out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
+    claim = claim_output_file(out_path, input_paths(args))
     out = console()
     subject, plan, before, clustered, outcome = common.apply_technique(
         args, out, f"clustering into {args.clusters} centroids",
@@ -58,6 +62,7 @@ def _cluster(args):
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     save_result(subject, clustered, out_path)
+    claim.record()
     common.print_result(out, subject, before, common.metric_of(subject, clustered), out_path)
 
 
@@ -68,6 +73,8 @@ def _qat(args):
 
     default = {"default": "qat", "pqat": "pqat", "cqat": "cqat"}[args.scheme]
     out_path = Path(args.output or f"{Path(args.model).stem}-{default}.tflite")
+    claim = claim_output_file(out_path, input_paths(args), also=[f"{out_path}.json"] if out_path.suffix == ".tflite"
+                              else [])
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
@@ -99,6 +106,7 @@ def _qat(args):
                             "cannot be written back as a Keras 3 file; write the int8 model with -o FILE.tflite")
         with qat_mod.custom.quantize_scope():
             save_keras(qmodel, out_path)
+        claim.record()
         out.print("note: load it inside compress.techniques.custom.quantize_scope() (tfmot's quantize wrappers)")
         common.print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
         return
@@ -110,6 +118,7 @@ def _qat(args):
     with out.status("converting the QAT model to an int8 TFLite model and validating..."), \
             qat_mod.custom.quantize_scope():  # the exporter may clone the model (static batch for RNNs)
         result = export(qsubject, QuantRecipe("tflite", "dynamic"), out_path, chain=["train", args.scheme])
+    claim.record()
     if result.written:
         stats = qat_mod.tflite_weight_stats(result.path.read_bytes())
         if stats:
@@ -130,6 +139,7 @@ def _channel_prune(args):
     from compress.techniques.channels import channel_prune  # deferred: compress.techniques.channels loads TensorFlow
 
     out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
+    claim = claim_output_file(out_path, input_paths(args))
     out = console()
     subject, plan, before, smaller, outcome = common.apply_technique(
         args, out, f"removing {args.ratio:.0%} of the channels",
@@ -138,6 +148,7 @@ def _channel_prune(args):
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
     save_result(subject, smaller, out_path)
+    claim.record()
     if args.measure:
         from benchmarks.measure import fp32_tflite, litert_latency_ms  # deferred: benchmarks.measure loads LiteRT
 
@@ -151,7 +162,8 @@ def _channel_prune(args):
 
 def _quantize(args):
     """Post-training quantization produces an exported file, so this runs the export pipeline with a recipe."""
-    from export.cli_common import default_output, report  # deferred: only this subcommand needs it (CLI start-up)
+    # deferred: only this subcommand needs it (CLI start-up)
+    from export.cli_common import claim_export, default_output, report
     from export.exporter import export  # deferred: export.exporter loads TensorFlow
     from export.onnx import int8_flavour  # deferred: export.onnx loads onnx
 
@@ -163,12 +175,14 @@ def _quantize(args):
                              calibration=args.calibration, exclude=exclude, onnx_int8=args.onnx_int8)
     except ValueError as e:
         raise UserError(str(e)) from None
+    claim = claim_export(args.output, args) if args.output else None  # before anything is loaded
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
     for line in subject.describe():
         out.print(line)
     path = Path(args.output or default_output(subject.name, args.format, args.mode))
+    claim = claim or claim_export(path, args)
     try:
         with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
             recipe, notes = int8_flavour(subject, recipe, cache=args.cache_dir)
@@ -178,6 +192,7 @@ def _quantize(args):
         if "nothing to exclude" in str(e):
             raise UserError(str(e)) from None
         raise
+    claim.record()
     result.notes[:0] = notes
     report(out, result, subject)
 
@@ -233,11 +248,12 @@ def _preflight(args):
 
 def _auto(args):
     # deferred: only this subcommand needs it (CLI start-up)
-    from compress.auto.search import DEFAULT_RUNTIMES, AutoSpec, auto
+    from compress.auto.search import DEFAULT_RUNTIMES, AutoSpec, auto, claim_output
 
     spec = AutoSpec(Path(args.output), max_drop=args.max_drop, relative=args.relative, target=args.target,
                     runtimes=tuple(args.runtime or DEFAULT_RUNTIMES), time_budget_min=args.time_budget,
                     strict=args.strict, cache=args.cache_dir)  # option checks before anything is loaded
+    claim_output(spec, input_paths(args), take=False)  # a folder of the user's is refused before anything is loaded
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)

@@ -12,7 +12,7 @@ def _export(args):
     from models.subject import Source, resolve  # deferred: only this subcommand needs it (CLI start-up)
 
     # deferred: only this subcommand needs it (CLI start-up)
-    from export.cli_common import default_output, describe_subject, parse_batch, report
+    from export.cli_common import claim_export, default_output, describe_subject, parse_batch, report
     from export.exporter import export  # deferred: export.exporter loads TensorFlow
     from export.onnx import int8_flavour  # deferred: export.onnx loads onnx
 
@@ -21,16 +21,19 @@ def _export(args):
     except ValueError as e:
         raise UserError(str(e)) from None
     batch = parse_batch(args.batch)
+    claim = claim_export(args.output, args) if args.output else None  # before anything is loaded
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = resolve(Source.from_args(args))
     describe_subject(out, subject)
     path = Path(args.output or default_output(subject.name, args.command, args.quantize))
+    claim = claim or claim_export(path, args)
     with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
         recipe, notes = int8_flavour(subject, recipe, getattr(args, "opset", None), batch, args.cache_dir)
     with out.status(f"converting to {recipe} and validating..."):
         result = export(subject, recipe, path, opset=getattr(args, "opset", None), batch=batch,
                         allow_flex=args.allow_flex, enforce=not args.no_validate, max_drop=args.max_drop)
+    claim.record()
     result.notes[:0] = notes
     report(out, result, subject)
 
@@ -186,7 +189,8 @@ def _run(args):
 
     import numpy as np  # deferred: only this subcommand needs it (CLI start-up)
 
-    from models.artifacts import atomic_write  # deferred: only this subcommand needs it (CLI start-up)
+    # deferred: only this subcommand needs it (CLI start-up)
+    from models.artifacts import atomic_write, claim_output_file
 
     from export import runtime  # deferred: only this subcommand needs it (CLI start-up)
     from export.probe import probe  # deferred: only this subcommand needs it (CLI start-up)
@@ -195,6 +199,7 @@ def _run(args):
     output = Path(args.output) if args.output else None
     if output is not None:
         _check_output(output)
+        claim = claim_output_file(output, [path, *(spec.rpartition("=")[2] for spec in args.input)])
     providers = _check_provider(args.provider, path)
     arrays = _read_inputs(args.input)
     # A corrupt or hostile file can crash the native runtime: load it in a child first, then here.
@@ -222,6 +227,7 @@ def _run(args):
         buffer = io.BytesIO()
         np.savez(buffer, **named)
         atomic_write(output, buffer.getvalue())
+        claim.record()
     np.set_printoptions(precision=5, suppress=True, threshold=200)
     for name, value in named.items():
         print(f"{name} {tuple(value.shape)}:\n{value}")

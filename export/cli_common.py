@@ -1,6 +1,8 @@
 """Printing export results (shared by `python -m export` and `python -m compress quantize`)."""
 from __future__ import annotations
 
+from models.artifacts import OutputFiles, claim_output_file
+from models.cli import input_paths
 from models.errors import CheckFailed
 
 
@@ -30,6 +32,12 @@ def parse_batch(text: str) -> int | None:
 
 def default_output(name: str, fmt: str, mode: str) -> str:
     return f"{name}{'' if mode == 'fp32' else '-' + mode}.{fmt}"
+
+
+def claim_export(path, args) -> OutputFiles:
+    """May the exported file and its sidecar be written? (models.artifacts.claim_output_file: not an input, and
+    not a file the toolkit did not write); ``.record()`` them once written."""
+    return claim_output_file(path, input_paths(args), also=[f"{path}.json"])
 
 
 def describe_subject(out, subject) -> None:

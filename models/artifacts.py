@@ -15,6 +15,11 @@ from pathlib import Path
 
 from models.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: a folder's marker is then written without the lock
+    fcntl = None
+
 CACHE_ENV = "CT_CACHE_DIR"
 
 
@@ -235,3 +240,216 @@ def sizes(path: str | os.PathLike) -> tuple[int, int]:
         each = [sizes_of(p.read_bytes()) for _, p in files_of(path)]
         _SIZES[key] = (sum(raw for raw, _ in each), sum(gz for _, gz in each))
     return _SIZES[key]
+
+
+# ------------------------------------------------------------------------------------ the user's files and folders
+#
+# Nothing the toolkit did not write is ever replaced or deleted. Each folder the toolkit writes an output into
+# keeps a small marker, MARKER, that lists what it wrote there: a file written by a command that takes one output
+# file is listed with its sha256 (so a file the user changed or put there since is theirs again), and a folder a
+# command made its output folder (`compress auto -o DIR`, `benchmarks run --out DIR`) is marked as that command's,
+# with the names the command writes in it. An output that is an input, a non-empty folder without the marker, and
+# an existing file the marker does not list are refused in one line that says what to do; rerunning a command onto
+# its own earlier output works. The marker lives beside the outputs (not in the cache) so that it holds whatever
+# the cache folder or the working directory of the next run.
+
+MARKER = ".ct-outputs.json"
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def safe_name(text, what: str = "name") -> str:
+    """``text`` as one path component, or a one-line UserError: a name the user chose (a variant, a model name)
+    never becomes a path outside the folder it is written into."""
+    text = str(text)
+    if (not text or _UNSAFE_CHARS.search(text) or ".." in text or text.startswith(".") or text != text.strip()
+            or len(text.encode("utf-8", "replace")) > 200):
+        raise UserError(f"{what} {text!r} cannot be part of a file name: use letters, digits, '-', '_' and '.' "
+                        "(no '/', '\\', '..', control characters or leading '.')")
+    return text
+
+
+def _stat(path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def same_file(a, b) -> bool:
+    """Are ``a`` and ``b`` the same file or folder (also through a symlink or a hard link)?"""
+    sa, sb = _stat(a), _stat(b)
+    return sa is not None and sb is not None and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _refuse_inputs(path: Path, inputs, holds: bool = True) -> None:
+    """An output must not be an input (the same file by any name), inside an input folder (a SavedModel), or
+    (``holds``) a folder holding an input."""
+    for given in inputs or ():
+        if not given or not os.path.exists(given):
+            continue
+        if same_file(path, given):
+            raise UserError(f"output {path} is the input {given}: choose another output path")
+        if os.path.isdir(given) and _inside(path, Path(given)):
+            raise UserError(f"output {path} is inside the input folder {given}: choose a path outside it")
+        if holds and os.path.isdir(path) and _inside(Path(given), path):
+            raise UserError(f"output {path} holds the input {given}: choose another output path")
+
+
+def _read_marker(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return {}
+    return data
+
+
+@contextlib.contextmanager
+def _marker_lock(folder: Path):
+    """Serialise read-modify-write of a folder's marker between processes (flock on the folder itself)."""
+    fd = None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _update_marker(folder: Path, change) -> None:
+    with _marker_lock(folder):
+        marker = _read_marker(folder)
+        marker.setdefault("files", {})
+        marker["toolkit"] = "keras-compress-toolkit"
+        change(marker)
+        write_json(folder / MARKER, marker)
+
+
+def _is_ours(path: Path, marker: dict) -> bool:
+    """Did the toolkit write ``path`` (as it is now)? Listed by name in a command's output folder, or listed with
+    the sha256 it had when the toolkit wrote it."""
+    if path.name not in marker.get("files", {}):
+        return False
+    recorded = marker["files"][path.name]
+    if recorded is None:
+        return bool(marker.get("command"))
+    return not path.is_symlink() and path.is_file() and sha256_file(path) == recorded
+
+
+class OutputFiles:
+    """Files a command is allowed to write (see :func:`claim_output_file`); ``record()`` once they are written."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+    def record(self) -> None:
+        """List the written files in their folder's marker with their sha256: a rerun may replace them."""
+        by_folder: dict[Path, list[Path]] = {}
+        for p in self.paths:
+            if p.is_file() and not p.is_symlink():
+                by_folder.setdefault(p.parent if str(p.parent) else Path("."), []).append(p)
+        for folder, paths in by_folder.items():
+            hashes = {p.name: sha256_file(p) for p in paths}
+            try:
+                _update_marker(folder, lambda m: m["files"].update(hashes))
+            except (OSError, UserError):
+                pass  # the output is written; unlisted, a rerun refuses to replace it (the safe side)
+
+
+def claim_output_file(path, inputs=(), also=(), create: bool = False) -> OutputFiles:
+    """Check that a command may write ``path`` (and the files ``also`` written with it, e.g. its sidecar), before
+    it loads or trains anything: refuse an output that is one of ``inputs``, and an existing file the toolkit did
+    not write. ``create`` makes the folder (else a missing folder is refused in one line)."""
+    paths = [Path(p) for p in (path, *also)]
+    for p in paths:
+        _refuse_inputs(p, inputs)
+        parent = p.parent if str(p.parent) else Path(".")
+        if create:
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _cannot_write(p, e) from None
+        elif not parent.is_dir():
+            raise UserError(f"output directory does not exist: {parent}")
+        if p.is_dir() and not p.is_symlink():
+            raise UserError(f"cannot write {p}: it is a directory")
+        if os.path.lexists(p) and not _is_ours(p, _read_marker(parent)):
+            raise UserError(f"{p} exists and was not written by this toolkit (or was changed since): choose another "
+                            "output name, or move that file away first")
+    return OutputFiles(paths)
+
+
+def claim_output_dir(path, names, command: str, inputs=(), take: bool = True) -> Path:
+    """Make ``path`` the output folder of ``command``, which writes the entries ``names`` in it (files or folders).
+
+    A new or empty folder becomes the command's; a folder of an earlier run of the same command is taken again.
+    Refused in one line: a non-empty folder without the marker (the user's), one that another command owns, an
+    existing entry among ``names`` the marker does not list, and an output that is, holds or lies in an input.
+    The command only replaces or deletes what ``names`` lists. ``take=False`` checks only (a command that
+    checks before its slow work makes no folder when that work then fails).
+    """
+    path = Path(path)
+    names = [safe_name(n, "output name") for n in names]
+    if os.path.lexists(path) and not path.is_dir():
+        raise UserError(f"cannot create the output folder {path}: it is a file, not a directory; choose a new or "
+                        "empty folder")
+    _refuse_inputs(path, inputs, holds=False)  # an input the user keeps in the folder is not among ``names``
+    for name in names:
+        _refuse_inputs(path / name, inputs)
+    if path.is_dir():
+        marker = _read_marker(path)
+        owner = marker.get("command")
+        entries = [e for e in path.iterdir() if e.name != MARKER and not _TEMP.match(e.name)]
+        if owner and owner != command:
+            raise UserError(f"output folder {path} holds the output of `{owner}`, not of `{command}`: choose a new "
+                            "or empty folder")
+        if entries and not owner and not all(_is_ours(e, marker) for e in entries):
+            raise UserError(f"output folder {path} is not empty and is not the output of an earlier run of "
+                            f"`{command}`: choose a new or empty folder, or pass the folder of an earlier run of "
+                            "this command")
+        for name in names:
+            entry = path / name
+            if os.path.lexists(entry) and not _is_ours(entry, marker):
+                raise UserError(f"{entry} was not written by `{command}`: move it out of {path}, or choose a new "
+                                "or empty folder")
+    if not take:
+        return path
+    if not path.is_dir():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the output folder {path}: {e.strerror or e}") from None
+
+    def own(marker):
+        marker["command"] = command
+        for name in names:
+            marker["files"][name] = None
+
+    _update_marker(path, own)
+    return path
+
+
+def scratch_dir(parent) -> Path:
+    """A new, private folder inside ``parent`` for files a command deletes when it is done: it holds only what the
+    command put there, so removing it removes nothing of the user's. A killed command's scratch folder is removed
+    by the next :func:`remove_stale_temps` of ``parent``."""
+    parent = Path(parent)
+    return Path(tempfile.mkdtemp(prefix=f".scratch.{_HOST}-{os.getpid()}-", suffix=".tmp", dir=parent))

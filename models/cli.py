@@ -56,6 +56,15 @@ def run(main, argv=None) -> int:
         return 3
 
 
+def input_paths(args) -> list[str]:
+    """What a command reads (MODEL or --models, --data, --eval-data, --custom-objects): never one of its outputs."""
+    found = list(getattr(args, "models", None) or [])
+    for key in ("model", "data", "eval_data", "custom_objects"):
+        if getattr(args, key, None):
+            found.append(getattr(args, key))
+    return found
+
+
 def add_subject_args(p, max_drop: bool = False):
     """The options that say what a MODEL is judged on: its data, metric and code (every command that takes MODEL)."""
     p.add_argument("--data", default=None, metavar="PATH",

@@ -9,6 +9,7 @@ import pytest
 from compress.auto.search import LOG_NAME, AutoSpec, auto
 from compress.auto.evaluator import Reference, paired_interval
 from compress.auto.log import AutoLog
+from models.artifacts import MARKER
 from models.metrics import ACCURACY
 
 # the module-scoped search is done once: under xdist (make test) the whole module runs on one worker
@@ -108,6 +109,7 @@ def test_strict_rejects_a_candidate_whose_upper_bound_exceeds_the_budget(searche
     budget = (target.drop + target.ci_high) / 2
     shutil.copy(searched.out / LOG_NAME, tmp_path / LOG_NAME)  # resume the scores: only the verdicts change
     shutil.copytree(searched.out / "techniques", tmp_path / "techniques")
+    shutil.copy(searched.out / MARKER, tmp_path / MARKER)  # the folder of an earlier search, as auto took it
     loose = auto(mlp, AutoSpec(tmp_path, max_drop=budget, **FAST))
     strict = auto(mlp, AutoSpec(tmp_path, max_drop=budget, strict=True, **FAST))
     assert loose.new == 0  # strict may add candidates: fallbacks are tried when int8 fails the stricter test

@@ -140,7 +140,8 @@ def test_interrupted_and_killed_sweeps_resume_to_the_same_rows(cli, tmp_path):
     after_sigint = _keys(resumed / "results.db")
     assert len(after_sigint) == 1  # interrupted right after the first stored row
     # Ctrl-C leaves a complete report of what was stored (written atomically: no temporary files left)
-    assert sorted(p.name for p in resumed.iterdir()) == ["report.html", "report.md", "results.db", "results.json"]
+    assert sorted(p.name for p in resumed.iterdir()) == [".ct-outputs.json", "report.html", "report.md", "results.db",
+                                                         "results.json"]
     stored, = json.loads((resumed / "results.json").read_text())
     assert f"| {stored['variant']} | {stored['runtime']} |" in (resumed / "report.md").read_text()
 
@@ -157,5 +158,5 @@ def test_interrupted_and_killed_sweeps_resume_to_the_same_rows(cli, tmp_path):
     assert [r[:-1] for r in final] == [r[:-1] for r in expected] and all(r[-1] == "ok" for r in final)
     with sqlite3.connect(resumed / "results.db") as con:
         assert con.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM results").fetchone() == (len(expected),) * 2
-    assert sorted(p.name for p in resumed.iterdir()) == ["phases.json", "report.html", "report.md", "results.db",
-                                                         "results.json"]
+    assert sorted(p.name for p in resumed.iterdir()) == [".ct-outputs.json", "phases.json", "report.html", "report.md",
+                                                         "results.db", "results.json"]

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
-from models.artifacts import atomic_write, cache_dir
+from models.artifacts import atomic_write, cache_dir, claim_output_dir, claim_output_file, safe_name
 from export.probe import probe
 from models.errors import CheckFailed, UserError
 from export.runtime import load
 
 from benchmarks import variants
 from benchmarks.build import build_all
-from benchmarks.profiling.layers import Profile, aggregate, keras_layer_names, profile_path
+from benchmarks.profiling.layers import PROFILE_DIR, Profile, aggregate, keras_layer_names, profile_path
 from benchmarks.profiling.litert import litert_ops
 from benchmarks.runner import batch_of
 from benchmarks.sweep import SweepConfig
@@ -88,6 +88,8 @@ class Subject:
 def resolve(target: str, variant: str | None, batch: int, tiny: bool = False, cache: str | None = None) -> Subject:
     """A zoo name (its variant built or taken from the sweep's cache, as `benchmarks run` does) or a file path."""
     p = Path(target)
+    if variant is not None:
+        safe_name(variant, "--variant")  # it names the profile's file
     if p.suffix.lower() in (".onnx", ".tflite"):
         if not p.is_file():
             raise UserError(f"no such file: {p}")
@@ -138,8 +140,16 @@ def run_profile(subject: Subject, runtime: str | None = None, runs: int = 50, wa
                    profiler, layers, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
+def claim_results(out_dir: Path, take: bool = True) -> None:
+    """``out_dir`` is a results folder (`benchmarks run`'s): new, empty or an earlier run's, never the user's."""
+    claim_output_dir(out_dir, [PROFILE_DIR], "benchmarks run", take=take)
+
+
 def save(profile: Profile, out_dir: Path) -> Path:
     """Store the profile where the report finds it (results/profiles/), atomically."""
     path = profile_path(out_dir, profile.model, profile.variant, profile.runtime)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, json.dumps(profile.to_json(), indent=1))
+    claim_results(out_dir)
+    claim = claim_output_file(path, [profile.path], create=True)  # a file of the user's there is never replaced
+    atomic_write(path, json.dumps(profile.to_json(), indent=1))
+    claim.record()
+    return path

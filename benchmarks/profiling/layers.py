@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.artifacts import safe_name
+
 PROFILE_DIR = "profiles"
 QDQ_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear", "_quantized", "_dequantized", "_quant", "_dequant", "_Q",
                 "_DQ")
@@ -15,7 +17,8 @@ QDQ_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear", "_quantized", "_dequanti
 
 
 def profile_path(out_dir: Path, model: str, variant: str, runtime: str) -> Path:
-    return Path(out_dir) / PROFILE_DIR / f"{model}--{variant}--{runtime}.json"
+    """``<out>/profiles/<model>--<variant>--<runtime>.json``; a name that would leave that folder is refused."""
+    return Path(out_dir) / PROFILE_DIR / safe_name(f"{model}--{variant}--{runtime}.json", "profile name")
 
 
 @dataclass

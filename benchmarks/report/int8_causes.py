@@ -14,7 +14,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from models.artifacts import CACHE_ENV
+from models.artifacts import CACHE_ENV, safe_name
+from models.errors import UserError
 
 from benchmarks.profiling.litert import read_tflite
 
@@ -31,9 +32,13 @@ ONNX_UINT8, ONNX_INT8 = 2, 3
 
 def artifact(row: dict, cache: str | os.PathLike | None = None) -> Path | None:
     """The variant's file where the sweep keeps it (<cache>/variants/<model key>/<variant>.<format>), or None."""
-    root = Path(cache or os.environ.get(CACHE_ENV) or Path.cwd() / ".cache") / "variants" / str(row.get("model_key"))
+    try:  # a store is the user's input too: names in its rows never lead outside the cache
+        key, variant = safe_name(row.get("model_key")), safe_name(row["variant"])
+    except UserError:
+        return None
+    root = Path(cache or os.environ.get(CACHE_ENV) or Path.cwd() / ".cache") / "variants" / key
     for ext in ("tflite", "onnx"):
-        path = root / f"{row['variant']}.{ext}"
+        path = root / f"{variant}.{ext}"
         if path.is_file():
             return path
     return None

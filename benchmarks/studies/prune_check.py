@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from models import registry
+from models.artifacts import claim_output_file
 from models.cli import ArgumentParser, run
 from models.errors import UserError
 from models.loading import load_keras
@@ -98,6 +99,7 @@ def main(argv=None):
     names = args.models or [s.name for s in registry.specs() if s.trainable]
     for name in names:
         registry.get(name)  # unknown names fail before any training
+    claim = claim_output_file(args.out) if args.out else None  # a file of the user's is not appended to
     print(HEADER, flush=True)
     failed = 0
     for name in names:
@@ -113,6 +115,7 @@ def main(argv=None):
             with open(args.out, "a") as f:
                 f.write(json.dumps({**asdict(result), "drop": result.drop, "ok": result.ok,
                                     "sparsity": args.sparsity, "tiny": args.tiny, "time": time.time()}) + "\n")
+            claim.record()  # the next line, or the next run, may append to it
     return 0
 
 

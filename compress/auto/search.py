@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.artifacts import key_of, sha256_file, write_json
+from models.artifacts import claim_output_dir, key_of, remove_stale_temps, scratch_dir, sha256_file, write_json
 from models.errors import UserError
 from models.loading import load_keras
 from compress.techniques.saving import save_keras
@@ -53,7 +53,6 @@ class _Search:
         self.deadline = None if spec.time_budget_min is None else self.t0 + spec.time_budget_min * 60
         self.formats = {rt: runtime_format(rt) for rt in spec.runtimes}
         spec.out.mkdir(parents=True, exist_ok=True)
-        self.scratch = spec.out / "candidates"
         self.log = auto_log.AutoLog(spec.out / LOG_NAME)
         self.model_hash = sha256_file(subject.path)
         host = host_description()
@@ -72,6 +71,8 @@ class _Search:
         self.stopped_early = False
         self.new = 0
         self.kept: dict[str, Path] = {}  # key -> file of a candidate inside the budget, for the final re-timing
+        remove_stale_temps(spec.out)  # the scratch folders of killed searches
+        self.scratch = scratch_dir(spec.out)  # candidate files, removed once scored; the folder goes at the end
 
     # -- one candidate ------------------------------------------------------------------------------------
     def time_up(self) -> bool:
@@ -313,6 +314,21 @@ def _plain(obj):
 
 # ------------------------------------------------------------------------------------------------------ entry
 
+def output_names(spec: AutoSpec) -> list[str]:
+    """Everything a search writes in its folder (and so may replace there on a rerun)."""
+    names = ["auto.json", "report.md", "report.html", LOG_NAME, "techniques"]
+    for rt in spec.runtimes:
+        ext = EXT[runtime_format(rt)]
+        names += [f"best-{rt}.{ext}", f"best-{rt}.{ext}.json"]
+    return names
+
+
+def claim_output(spec: AutoSpec, inputs=(), take: bool = True) -> None:
+    """Make ``spec.out`` this search's folder, or refuse in one line (a folder of the user's, an input among
+    what the search writes): models.artifacts.claim_output_dir (``take=False``: only check)."""
+    claim_output_dir(spec.out, output_names(spec), "compress auto", inputs, take=take)
+
+
 def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None = None,
          say: Callable[[str], None] | None = None) -> AutoResult:
     """Search ``subject``'s compressed files per runtime, write the chosen ones, auto.json and the reports.
@@ -323,7 +339,15 @@ def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None =
     if subject.metric is None:
         raise UserError(f"{subject.name} has no labelled data, so an accuracy budget cannot be checked: pass --data "
                         "FILE with labels (an .npz with x and y, a .csv with --label, or an image folder)")
+    claim_output(spec, [subject.path])
     search = _Search(subject, spec, progress)
+    try:
+        return _finish(search, subject, spec, say)
+    finally:
+        shutil.rmtree(search.scratch, ignore_errors=True)  # a folder of its own: only candidate files are in it
+
+
+def _finish(search: _Search, subject, spec: AutoSpec, say) -> AutoResult:
     if say is not None:
         ref = search.ref
         say(f"fp32 Keras {ref.metric_name}: {ref.value:.4f} on {ref.n} test samples; searching "
@@ -342,7 +366,6 @@ def auto(subject, spec: AutoSpec, progress: Callable[[Candidate], None] | None =
                             f"{sum(c.status == 'scored' for c in search.candidates)} scored")
     if search.plan.reason:
         search.notes.append(f"techniques ran one-shot (no fine-tuning): {search.plan.reason}")
-    shutil.rmtree(search.scratch, ignore_errors=True)  # every candidate file was removed once scored
     result = AutoResult(spec.out, subject.name, search.ref.metric_name, search.ref.higher_is_better,
                         search.ref.value, search.budget, spec, search.candidates, choices, search.plan.describe(),
                         search.sensitivity, search.stopped_early, time.monotonic() - search.t0, search.new,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import registry
-from models.artifacts import atomic_write, cache_dir, CACHE_ENV
+from models.artifacts import atomic_write, cache_dir, claim_output_dir, CACHE_ENV
+from models.cli import run
 from benchmarks.report.summary import Budget, choose, loss
 from benchmarks.store import Store
 
@@ -161,9 +162,13 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", default="auto-zoo")
     args = p.parse_args(argv)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    models = args.models or registry.names()
+    for model in models:
+        registry.get(model)  # "unknown model ...; valid: ..." before any folder is made
+    # a folder per model (each that model's `compress auto` folder) and the table; never a folder of the user's
+    claim_output_dir(out, ["auto-zoo.md", *models], "python -m compress.auto.zoo")
     lines = []
-    for model in args.models or registry.names():
+    for model in models:
         result = run_one(model, out, args.max_drop, args.tiny, args.time_budget)
         if result is not None:
             lines += lines_of(result)
@@ -176,4 +181,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))
