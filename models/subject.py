@@ -67,6 +67,8 @@ class Subject:
     metric_from: str = ""
     notes: list[str] = field(default_factory=list)
     custom_objects: dict = field(default_factory=dict)
+    #: the evaluation split is a hold-out of --data, which may be the data the model was trained on
+    holdout_of_data: bool = False
 
     @property
     def metric(self) -> Metric | None:
@@ -140,6 +142,7 @@ def _zoo(src: Source) -> Subject:
         splits, data_from = _user_splits(src, model)
     spec, metric_from = _with_metric(spec, src.metric, model, {}, splits, own_data=not src.data)
     return Subject(spec.name, model, trained.path, spec, trained.config, splits, src.seed,
+                   holdout_of_data=bool(src.data and not src.eval_data),
                    data_from=data_from, metric_from=metric_from or f"{spec.metric.name} (the zoo model's task metric)")
 
 
@@ -174,7 +177,8 @@ def _user_file(src: Source) -> Subject:
                      trainable=loss is not None, labels=_class_names(src), notes=str(path))
     spec, metric_from = _with_metric(spec, src.metric, model, compiled, splits)
     return Subject(path.stem, model, path, spec, {}, splits, src.seed, keras=loaded.keras, data_from=data_from,
-                   metric_from=metric_from, notes=notes, custom_objects=custom)
+                   metric_from=metric_from, notes=notes, custom_objects=custom,
+                   holdout_of_data=bool(src.data and not src.eval_data))
 
 
 def _no_build(*_):

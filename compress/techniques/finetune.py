@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from models.backend import keras
+from models.training import seed_everything
 from models.spec import Inputs, ModelSpec, Split, Splits, n_samples
 
 #: zoo models whose train_fn is fit() on the spec's loss plus extras that fine-tuning keeps (or may drop:
@@ -62,6 +63,8 @@ class FineTune:
     #: where ``epochs`` and ``lr`` came from, for describe()
     epochs_from: str = ""
     lr_from: str = ""
+    #: fit() starts from this seed with deterministic ops: the same plan and model give the same weights
+    seed: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -100,6 +103,7 @@ class FineTune:
         """Compile with Adam + the loss and fit; labels < 0 (unlabelled, e.g. graph nodes) get zero weight."""
         if not self.enabled:
             return model
+        seed_everything(self.seed)
         model.compile(optimizer=keras.optimizers.Adam(lr or self.lr), loss=self.loss)
         kwargs = {"batch_size": self.batch_size, **self.fit_kwargs}
         y = self.data.y
@@ -111,7 +115,7 @@ class FineTune:
 
     def without(self, reason: str) -> "FineTune":
         """The same calibration data, no fine-tuning (one-shot), with the reason."""
-        return FineTune(reason=reason, calibration=self.calibration, loss=self.loss)
+        return FineTune(reason=reason, calibration=self.calibration, loss=self.loss, seed=self.seed)
 
 
 #: after the pruning schedule ends, the learning rate decays along a cosine to this fraction of itself
@@ -162,7 +166,7 @@ def default_lr(config: dict) -> tuple[float, str]:
 
 
 def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int | None = None, lr: float | None = None,
-             limit: int | None = None) -> FineTune:
+             limit: int | None = None, seed: int = 0) -> FineTune:
     """The fine-tuning plan for a zoo model (``limit``: use only the first N training samples); ``epochs`` and
     ``lr`` default to :func:`default_epochs` / :func:`default_lr` of the model's training config."""
     epochs_from = lr_from = ""
@@ -184,7 +188,7 @@ def for_spec(spec: ModelSpec, config: dict, splits: Splits, *, epochs: int | Non
                         calibration=calibration)
     how, extra = FIT_EQUIVALENT.get(spec.name, ("fit() on the training split", lambda c: {}))
     return FineTune(train, spec.loss, epochs, batch, lr, fit_kwargs=extra(config), calibration=calibration, how=how,
-                    epochs_from=epochs_from, lr_from=lr_from)
+                    epochs_from=epochs_from, lr_from=lr_from, seed=seed)
 
 
 def as_finetune(train, loss=None, *, epochs: int = 1, batch_size: int = 32, lr: float = 1e-4) -> FineTune:
