@@ -38,6 +38,13 @@ def choose(search) -> dict:
         for i in pareto(points, search.ref.higher_is_better):
             scored[i].pareto = True
         ok = [c for c in scored if c.within_budget]
+        fp32 = search.fp32.get(rt)
+        if fp32 in ok:  # fp32 itself is the answer unless a candidate is smaller or faster than it
+            for c in ok:
+                why = None if c is fp32 else no_gain(c, fp32)
+                if why:
+                    c.verdict = f"within budget, not chosen: {why}"
+            ok = [c for c in ok if c is fp32 or not no_gain(c, fp32)]
         # timed side by side at the end: the others were slower when timed alone, minutes apart
         ok = [c for c in ok if c.finalist] or ok
         if ok:
