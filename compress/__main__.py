@@ -5,7 +5,8 @@ from pathlib import Path
 
 from models.artifacts import claim_output_file
 from models.cli import ArgumentParser, console, input_paths, run
-from models.errors import UserError
+from models.errors import CheckFailed, UserError
+from models.verdict import DEFAULT_MAX_DROP, NOTHING_WRITTEN
 from compress.techniques.saving import save_keras, save_result
 
 from compress import cli_common as common
@@ -25,7 +26,7 @@ def _prune(args):
     claim = claim_output_file(out_path, input_paths(args))  # before anything is loaded or trained
     out = console()
     what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
-    subject, plan, before, pruned, outcome = common.apply_technique(
+    subject, plan, pruned, outcome = common.apply_technique(
         args, out, f"pruning to {what}",
         lambda model, plan: prune(model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n))
     table = Table(title=f"{subject.name}: sparsity per layer")
@@ -36,6 +37,7 @@ def _prune(args):
     out.print(table)
     common.print_outcome(out, outcome, plan)
     out.print(f"sparsity of the pruned layers: {outcome.details['achieved_sparsity']:.1%}")
+    common.gate(args, out, subject, pruned)
     save_result(subject, pruned, out_path)
     claim.record()
     if m_by_n:
@@ -44,7 +46,7 @@ def _prune(args):
         if bad:
             raise UserError(f"the saved weights break the {m_by_n[0]}:{m_by_n[1]} pattern in {', '.join(bad)}")
         out.print(f"{m_by_n[0]}:{m_by_n[1]} pattern verified on the saved weights of {len(saved)} layer(s)")
-    common.print_result(out, subject, before, common.metric_of(subject, pruned), out_path)
+    common.print_result(out, subject, out_path)
 
 
 def _cluster(args):
@@ -54,20 +56,22 @@ def _cluster(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-clustered{args.clusters}.keras")
     claim = claim_output_file(out_path, input_paths(args))
     out = console()
-    subject, plan, before, clustered, outcome = common.apply_technique(
+    subject, plan, clustered, outcome = common.apply_technique(
         args, out, f"clustering into {args.clusters} centroids",
         lambda model, plan: cluster(model, plan, clusters=args.clusters, init=args.init,
                                     preserve_sparsity=args.preserve_sparsity))
     common.print_outcome(out, outcome, plan)
     counts = distinct_values(clustered, outcome.applied)
     out.print("distinct values per clustered kernel: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    common.gate(args, out, subject, clustered)
     save_result(subject, clustered, out_path)
     claim.record()
-    common.print_result(out, subject, before, common.metric_of(subject, clustered), out_path)
+    common.print_result(out, subject, out_path)
 
 
 def _qat(args):
     from export.rewrites import has_rnn, unrolled  # deferred: export.rewrites loads TensorFlow
+    from models.training import keras_predict, seed_everything  # deferred: models.training loads TensorFlow
 
     from compress.techniques import qat as qat_mod  # deferred: compress.techniques.qat loads LiteRT
 
@@ -81,11 +85,14 @@ def _qat(args):
         plan = common.finetune_plan(args, subject)
     for line in subject.describe():
         out.print(line)
-    before = common.metric_of(subject, subject.model)
+    if out_path.suffix == ".keras" and subject.keras == "keras3":
+        raise UserError("a QAT .keras result holds tfmot's fake-quant wrappers, which exist only in tf_keras, so it "
+                        "cannot be written back as a Keras 3 file; write the int8 model with -o FILE.tflite")
     source = subject.model
     if out_path.suffix == ".tflite" and has_rnn(source):
         source = unrolled(source)  # TFLite needs plain ops for a wrapped RNN (same math in Keras)
         out.print("recurrent layers unrolled over their static time axis for TFLite (same results in Keras)")
+    seed_everything(args.tune_seed)  # the same command and --seed give the same model (and file)
     with out.status(f"quantization-aware training ({args.scheme}; {plan.describe()})..."):
         if args.scheme == "pqat":
             qmodel, outcome = qat_mod.pqat(source, plan, sparsity=args.sparsity, qat_lr=args.lr)
@@ -99,25 +106,27 @@ def _qat(args):
     for key in ("mode", "whole_model_error", "pruning", "clustering", "calibration"):
         if outcome.details.get(key):
             out.print(f"{key.replace('_', ' ')}: {outcome.details[key]}")
-    after = common.metric_of(subject, qmodel)
     if out_path.suffix == ".keras":
-        if subject.keras == "keras3":
-            raise UserError("a QAT .keras result holds tfmot's fake-quant wrappers, which exist only in tf_keras, so it "
-                            "cannot be written back as a Keras 3 file; write the int8 model with -o FILE.tflite")
+        common.gate(args, out, subject, qmodel, label="QAT (fake-quant)")
         with qat_mod.custom.quantize_scope():
             save_keras(qmodel, out_path)
         claim.record()
         out.print("note: load it inside compress.techniques.custom.quantize_scope() (tfmot's quantize wrappers)")
-        common.print_result(out, subject, before, after, out_path, label="QAT (fake-quant)")
+        common.print_result(out, subject, out_path)
         return
     from export.quantize.ptq import QuantRecipe  # deferred: only this subcommand needs it (CLI start-up)
     from export.cli_common import report  # deferred: only this subcommand needs it (CLI start-up)
     from export.exporter import export  # deferred: export.exporter loads TensorFlow
 
+    if subject.metric is not None and subject.spec.score_fn is None:
+        out.print(f"{subject.metric.name} of the QAT (fake-quant) Keras model: "
+                  f"{subject.score_predict(keras_predict(qmodel)):.4f}")
     qsubject = subject.with_model(qmodel)
     with out.status("converting the QAT model to an int8 TFLite model and validating..."), \
             qat_mod.custom.quantize_scope():  # the exporter may clone the model (static batch for RNNs)
-        result = export(qsubject, QuantRecipe("tflite", "dynamic"), out_path, chain=["train", args.scheme])
+        # the gate judges the int8 file against the model you gave, not against the fake-quant one
+        result = export(qsubject, QuantRecipe("tflite", "dynamic"), out_path, chain=["train", args.scheme],
+                        max_drop=args.max_drop, baseline=subject.model, enforce=not args.no_validate)
     claim.record()
     if result.written:
         stats = qat_mod.tflite_weight_stats(result.path.read_bytes())
@@ -125,8 +134,6 @@ def _qat(args):
             zeros = sum(s["zeros"] for s in stats.values()) / sum(s["size"] for s in stats.values())
             distinct = max(s["distinct"] for s in stats.values())
             out.print(f"tflite weights: {len(stats)} tensor(s), {zeros:.1%} zeros, at most {distinct} distinct values")
-    if before is not None:
-        out.print(f"{subject.metric.name}: before {before:.4f} -> QAT (fake-quant) {after:.4f}")
     report(out, result, qsubject)
     from models.artifacts import sizes  # deferred: only this subcommand needs it (CLI start-up)
 
@@ -141,12 +148,13 @@ def _channel_prune(args):
     out_path = Path(args.output or f"{Path(args.model).stem}-channels{int(args.ratio * 100)}.keras")
     claim = claim_output_file(out_path, input_paths(args))
     out = console()
-    subject, plan, before, smaller, outcome = common.apply_technique(
+    subject, plan, smaller, outcome = common.apply_technique(
         args, out, f"removing {args.ratio:.0%} of the channels",
         lambda model, plan: channel_prune(model, plan, ratio=args.ratio, criterion=args.criterion))
     common.print_outcome(out, outcome, plan)
     out.print("widths: " + ", ".join(f"{k} {v}" for k, v in outcome.details["widths"].items()))
     out.print(f"parameters: {outcome.details['params']} ({outcome.details['param_reduction']:.1%} fewer)")
+    common.gate(args, out, subject, smaller)
     save_result(subject, smaller, out_path)
     claim.record()
     if args.measure:
@@ -157,7 +165,7 @@ def _channel_prune(args):
             base = litert_latency_ms(fp32_tflite(subject.model), sample)
             new = litert_latency_ms(fp32_tflite(smaller), sample)
         out.print(f"batch-1 LiteRT latency (fp32, 1 thread): {base:.3f} ms -> {new:.3f} ms ({base / new:.2f}x faster)")
-    common.print_result(out, subject, before, common.metric_of(subject, smaller), out_path)
+    common.print_result(out, subject, out_path)
 
 
 def _quantize(args):
@@ -187,7 +195,7 @@ def _quantize(args):
         with out.status("choosing the ONNX int8 flavour for this host (measured once per model family)..."):
             recipe, notes = int8_flavour(subject, recipe, cache=args.cache_dir)
         with out.status(f"quantizing to {recipe}..."):
-            result = export(subject, recipe, path, check=not args.no_validate, max_drop=args.max_drop)
+            result = export(subject, recipe, path, enforce=not args.no_validate, max_drop=args.max_drop)
     except ValueError as e:
         if "nothing to exclude" in str(e):
             raise UserError(str(e)) from None
@@ -252,7 +260,8 @@ def _auto(args):
 
     spec = AutoSpec(Path(args.output), max_drop=args.max_drop, relative=args.relative, target=args.target,
                     runtimes=tuple(args.runtime or DEFAULT_RUNTIMES), time_budget_min=args.time_budget,
-                    strict=args.strict, cache=args.cache_dir)  # option checks before anything is loaded
+                    strict=args.strict, cache=args.cache_dir, tune_seed=args.tune_seed,
+                    write_unreachable=args.no_validate)  # option checks before anything is loaded
     claim_output(spec, input_paths(args), take=False)  # a folder of the user's is refused before anything is loaded
     out = console()
     with out.status(f"preparing {args.model}..."):
@@ -275,21 +284,32 @@ def _auto(args):
     result = auto(subject, spec, progress, say=out.print)
     for note in result.notes:
         out.print(note)
+    refused = []
     for choice in result.choices.values():
         out.print(choice.message + (f" -> {choice.path}" if choice.path else ""))
+        if choice.verdict is not None:  # the gate's lines, as every compress command prints them
+            for line in choice.verdict.lines():
+                out.print(f"  {line}")
+            if not choice.reachable:
+                refused.append(f"{choice.runtime}: {choice.verdict.failure()}")
     out.print(f"search: {result.seconds:.0f} s, {result.new} new candidate(s); wrote {spec.out / 'auto.json'}, "
               f"{spec.out / 'report.md'}, {spec.out / 'report.html'}")
+    if refused and not args.no_validate:
+        raise CheckFailed(f"{'; '.join(refused)}; {NOTHING_WRITTEN}")
 
 
 # ------------------------------------------------------------------------------------------------ the parser
 
 
-def _common(p, output=True, max_drop=False):
-    from models.cli import add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
+def _common(p, output=True, gate=False):
+    """MODEL and its data; with ``gate`` (every command that writes a compressed model) the accuracy gate's options."""
+    from models.cli import add_max_drop, add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
 
     p.add_argument("model", metavar="MODEL", help="path to your .keras/.h5 file or SavedModel (tf_keras or Keras 3), "
                                                   "or a zoo name (trained on demand)")
-    add_subject_args(p, max_drop=max_drop)
+    add_subject_args(p)
+    if gate:
+        add_max_drop(p, no_validate=True)
     if output:
         p.add_argument("-o", "--output", default=None)
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
@@ -304,6 +324,10 @@ def _tuning(p, epochs: int | None, lr: float | None):
     p.add_argument("--lr", type=float, default=lr, help="fine-tuning learning rate (default " + (
         f"{lr:g}" if lr is not None else "the model's own training rate, 1e-3 when it set none") + ")")
     p.add_argument("--limit", type=int, default=None, help="fine-tune on the first N training samples only")
+    p.add_argument("--seed", type=int, default=0, dest="tune_seed",
+                   help="seed of the fine-tuning (shuffles, dropout, initial centroids), run with deterministic ops: "
+                        "the same inputs and seed write the same file (default 0; the evaluation hold-out and a "
+                        "zoo model's training keep seed 0)")
 
 
 def main(argv=None):
@@ -312,7 +336,7 @@ def main(argv=None):
 
     p = sub.add_parser("prune", help="magnitude pruning (tfmot, per layer) or M:N structured sparsity, fine-tuned, "
                                      "stripped before saving")
-    _common(p)
+    _common(p, gate=True)
     p.add_argument("--sparsity", type=float, default=0.5, help="target fraction of zero weights, in [0, 1)")
     p.add_argument("--schedule", default="polynomial", help="polynomial | constant")
     p.add_argument("--structure", default=None, metavar="M:N",
@@ -321,7 +345,7 @@ def main(argv=None):
     p.set_defaults(fn=_prune)
 
     p = sub.add_parser("cluster", help="weight clustering (tfmot, per layer): k shared values per kernel")
-    _common(p)
+    _common(p, gate=True)
     p.add_argument("--clusters", type=int, default=16, help="centroids per kernel (>= 2)")
     p.add_argument("--init", default="kmeans++", help="centroid init: kmeans++ | linear | density | random")
     p.add_argument("--preserve-sparsity", action="store_true", help="keep the zeros of an already pruned model")
@@ -329,7 +353,7 @@ def main(argv=None):
     p.set_defaults(fn=_cluster)
 
     p = sub.add_parser("qat", help="quantization-aware training (whole model or selective), written as int8 TFLite")
-    _common(p)
+    _common(p, gate=True)
     p.add_argument("--scheme", default="default",
                    help="default | pqat (prune, then sparsity-preserving QAT) | cqat (cluster, then "
                         "cluster-preserving QAT)")
@@ -340,7 +364,7 @@ def main(argv=None):
     p.set_defaults(fn=_qat)
 
     p = sub.add_parser("quantize", help="post-training quantization to TFLite or ONNX")
-    _common(p, max_drop=True)
+    _common(p, gate=True)
     p.add_argument("--format", required=True, help="tflite | onnx")
     p.add_argument("--mode", required=True, help="tflite: fp32 | dynamic | float16 | int8 | 16x8; "
                                                  "onnx: fp32 | dynamic | int8 (static, see --onnx-int8)")
@@ -352,12 +376,11 @@ def main(argv=None):
                         "| qdq-s8s8 | qdq-u8s8 | qop-s8s8 | qop-u8s8")
     p.add_argument("--exclude", action="append", metavar="LAYER[,LAYER]",
                    help="keep these layers (or op types, e.g. FULLY_CONNECTED / MatMul) in float")
-    p.add_argument("--no-validate", action="store_true")
     p.set_defaults(fn=_quantize)
 
     p = sub.add_parser("channel-prune", help="remove whole filters/units by L1 norm, rebuild a smaller model, "
                                              "fine-tune (a real speedup)")
-    _common(p)
+    _common(p, gate=True)
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of each prunable layer's channels to remove")
     p.add_argument("--criterion", default="l1", help="filter importance: l1 | l2")
     p.add_argument("--measure", action="store_true", help="time batch-1 LiteRT latency before and after")
@@ -375,9 +398,14 @@ def main(argv=None):
     from models.cli import add_subject_args  # deferred: only this subcommand needs it (CLI start-up)
 
     add_subject_args(p)
-    p.add_argument("--max-drop", type=float, required=True,
-                   help="the largest metric drop allowed vs fp32 Keras, in the metric's units (e.g. 0.01: one point "
-                        "of accuracy), or a fraction of the fp32 metric with --relative")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="DROP",
+                   help="the accuracy gate: the largest metric drop allowed vs fp32 Keras, in the metric's units "
+                        "(inclusive; default 0.01: one point of accuracy), or a fraction of the fp32 metric with "
+                        "--relative; when no candidate keeps it: exit 1, nothing written for that runtime")
+    p.add_argument("--no-validate", action="store_true",
+                   help="when no candidate keeps the budget, write the one that loses least anyway")
+    p.add_argument("--seed", type=int, default=0, dest="tune_seed",
+                   help="seed of the techniques' fine-tuning, run with deterministic ops (default 0)")
     p.add_argument("--relative", action="store_true", help="--max-drop is a fraction of the fp32 metric")
     p.add_argument("--target", default="latency", help="latency (default: the fastest within budget) | size")
     p.add_argument("--runtime", nargs="+", default=None, metavar="RUNTIME",

@@ -1,9 +1,11 @@
 """Plumbing shared by the ``python -m compress`` subcommands: option checks, loading, fine-tuning plans, output."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from models.errors import UserError
+from models.errors import CheckFailed, UserError
+from models.verdict import NOTHING_WRITTEN, judge_subject
 
 TECHNIQUE_COMMANDS = ("prune", "cluster", "qat", "channel-prune")
 
@@ -23,6 +25,8 @@ def validate(args) -> None:
         raise UserError(f"--epochs must be >= 0 (0: one-shot, no fine-tuning), got {args.epochs}")
     if getattr(args, "lr", None) is not None and args.lr <= 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
+    if getattr(args, "max_drop", None) is not None and not math.isfinite(args.max_drop):
+        raise UserError(f"--max-drop must be a finite number, got {args.max_drop}")
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.command == "prune":
@@ -79,8 +83,9 @@ def finetune_plan(args, subject):
     """The fine-tuning plan on the subject's training data (zoo split or --data), or one-shot with the reason."""
     from compress.techniques import finetune  # deferred: compress.techniques.finetune loads TensorFlow
 
-    plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, epochs=None if args.epochs is None else max(args.epochs, 1),
-                             lr=args.lr, limit=args.limit)
+    plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits,
+                             epochs=None if args.epochs is None else max(args.epochs, 1), lr=args.lr,
+                             limit=args.limit, seed=args.tune_seed)
     if args.epochs == 0:
         return plan.without("--epochs 0 (one-shot)")
     if plan.reason and subject.splits.train.y is None:
@@ -89,26 +94,50 @@ def finetune_plan(args, subject):
     return plan
 
 
-def metric_of(subject, model):
-    return subject.score(model)
-
-
 def apply_technique(args, out, doing: str, technique):
-    """Load MODEL and its fine-tuning plan, score it, then ``technique(model, plan)``; one line if it cannot run.
+    """Load MODEL and its fine-tuning plan, then ``technique(model, plan)`` from ``--seed``; one line if it cannot
+    run.
 
-    Returns (subject, plan, metric before, new model, outcome).
+    Returns (subject, plan, new model, outcome).
     """
+    from models.training import seed_everything  # deferred: models.training loads TensorFlow
+
     with out.status(f"preparing {args.model}..."):
         subject = load_subject(args)
         plan = finetune_plan(args, subject)
     for line in subject.describe():
         out.print(line)
-    before = metric_of(subject, subject.model)
+    seed_everything(args.tune_seed)  # the same command and --seed give the same model (and file)
     with out.status(f"{doing} ({plan.describe()})..."):
         model, outcome = technique(subject.model, plan)
     if not outcome.ran:
         raise UserError(outcome.reason())
-    return subject, plan, before, model, outcome
+    return subject, plan, model, outcome
+
+
+def gate(args, out, subject, model, label: str = "after"):
+    """The accuracy gate (models.verdict) on a Keras result, before anything is written: print the verdict's lines;
+    a refused result is CheckFailed (exit 1, nothing written) unless --no-validate. Returns the Verdict (None: no
+    labels to judge on)."""
+    from models.training import keras_predict  # deferred: models.training loads TensorFlow
+
+    verdict = judge_subject(subject, keras_predict(subject.model), keras_predict(model), args.max_drop,
+                            after_label=label)
+    report_verdict(out, verdict, written_anyway=args.no_validate)
+    return verdict
+
+
+def report_verdict(out, verdict, written_anyway: bool) -> None:
+    """Print a verdict's lines; raise CheckFailed when it refused the result and it is not written anyway."""
+    if verdict is None:
+        out.print("accuracy unknown: no labelled data to score the model on; --data fixes it")
+        return
+    for line in verdict.lines():
+        out.print(line)
+    if not verdict.passed and not written_anyway:
+        raise CheckFailed(f"{verdict.failure()}; {NOTHING_WRITTEN}")
+    if not verdict.passed:
+        out.print(f"warning: {verdict.failure()} (written anyway: --no-validate)")
 
 
 def print_outcome(out, outcome, plan) -> None:
@@ -121,13 +150,10 @@ def print_outcome(out, outcome, plan) -> None:
         out.print(f"  skipped {layer}: {reason}")
 
 
-def print_result(out, subject, before, after, out_path, label="after") -> None:
+def print_result(out, subject, out_path) -> None:
+    """Sizes before and after, and where the result went (its metric was said by the gate)."""
     from models.artifacts import sizes  # deferred: only the subcommand that calls this needs it (CLI start-up)
 
-    if before is not None:
-        out.print(f"{subject.metric.name}: before {before:.4f} -> {label} {after:.4f}")
-    else:
-        out.print("accuracy unknown: no labelled data to score the model on; --data fixes it")
     src_raw, src_gz = sizes(subject.path) if subject.path.is_file() else (0, 0)
     raw, gz = sizes(out_path)
     out.print(f"size: {src_raw / 1024:.1f} KiB -> {raw / 1024:.1f} KiB raw; gzip {src_gz / 1024:.1f} KiB -> "

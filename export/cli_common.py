@@ -4,6 +4,7 @@ from __future__ import annotations
 from models.artifacts import OutputFiles, claim_output_file
 from models.cli import input_paths
 from models.errors import CheckFailed
+from models.verdict import NOTHING_WRITTEN
 
 
 def add_model_args(p):
@@ -16,7 +17,8 @@ def add_model_args(p):
     p.add_argument("--tiny", action="store_true", help="use the zoo model's tiny configuration")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers / serialized code in the model file")
     p.add_argument("--no-validate", action="store_true",
-                   help="write the file even if the parity check fails (the numbers are still printed)")
+                   help="write the file even if the parity check or the accuracy gate fails (the numbers are still "
+                        "printed)")
     p.add_argument("--batch", default="dynamic", help="batch axis: N (static) or 'dynamic' (default)")
     p.add_argument("--allow-flex", action="store_true",
                    help="TFLite: allow TF Select ops (the app then needs the Flex delegate)")
@@ -63,7 +65,10 @@ def report(out, result, subject) -> None:
         out.print(t)
         if v.top1_agreement is not None:
             out.print(f"top-1 agreement with Keras: {v.top1_agreement:.4f}")
-        if v.metric_name:
+        if v.verdict is not None:  # the accuracy gate's lines, as every compress command prints them
+            for line in v.verdict.lines():
+                out.print(line)
+        elif v.metric_name:
             out.print(f"{v.metric_name}: keras fp32 {v.metric_source:.4f} -> {result.recipe} {v.metric_export:.4f}")
         elif subject.metric is None and result.recipe.mode != "fp32":
             out.print("accuracy unknown: " + ("calibrated on synthetic inputs, " if result.recipe.needs_calibration
@@ -71,6 +76,6 @@ def report(out, result, subject) -> None:
     if result.written:
         out.print(f"wrote {result.path} (+ {result.path.name}.json)")
     if result.failed_check and not result.written:
-        raise CheckFailed(f"{v.failure()}; nothing written (use --no-validate to write anyway)")
+        raise CheckFailed(f"{v.failure()}; {NOTHING_WRITTEN}")
     if result.failed_check:
         out.print(f"warning: {v.failure()} (written anyway: --no-validate)")

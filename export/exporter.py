@@ -21,6 +21,7 @@ from models.errors import UserError
 from models.spec import n_samples
 from models.subject import Subject
 from models.training import keras_predict
+from models.verdict import judge_subject
 
 from export import metadata, runtime
 from export import onnx as onnx_export
@@ -219,9 +220,27 @@ def validation_inputs(subject: Subject, n: int = N_VALIDATE):
                                            "synthetic inputs (no --data: the accuracy is unknown)")
 
 
-def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float | None = None) -> Validation:
-    """Per-output parity on the evaluation inputs; for quantized files also the task metric (judged against
-    ``max_drop`` when given) and top-1 agreement."""
+def _source_predict(subject: Subject, model):
+    """``model``'s predict, with its predictions on the test split kept for all the source's exports (the gate's
+    'before'); another model (QAT's baseline) is predicted afresh."""
+    predict = keras_predict(model)
+    if model is not subject.model:
+        return predict
+    test_x = subject.splits.test.x
+
+    def memo(x):
+        if x is test_x:
+            return _SOURCE.get(model, "test predictions", lambda: predict(x), guards=(subject.splits,))
+        return predict(x)
+
+    return memo
+
+
+def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float | None = None,
+             baseline=None) -> Validation:
+    """Per-output parity on the evaluation inputs; for quantized files also the task metric and top-1 agreement.
+    With ``max_drop`` the metric goes through the accuracy gate (models.verdict), against ``baseline`` (a Keras
+    model; default the subject's own)."""
     inputs, source = validation_inputs(subject)
     reference = _SOURCE.get(subject.model, ("reference", n_samples(inputs)),
                             lambda: keras_predict(subject.model)(inputs), guards=(subject.splits,))
@@ -236,8 +255,14 @@ def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float 
         result.metric_name = subject.metric.name
         result.higher_is_better = subject.metric.higher_is_better
         result.max_drop = max_drop
-        result.metric_source = source_metric(subject)
-        result.metric_export = subject.score_predict(exported.predict)
+        if max_drop is not None:
+            verdict = judge_subject(subject, _source_predict(subject, baseline or subject.model), exported.predict,
+                                    max_drop, before_label="keras fp32", after_label=str(recipe))
+            result.verdict = verdict
+            result.metric_source, result.metric_export = verdict.before, verdict.after
+        else:
+            result.metric_source = source_metric(subject) if baseline is None else subject.score(baseline)
+            result.metric_export = subject.score_predict(exported.predict)
         result.metric_n_samples = n_samples(subject.splits.test.x)
         result.runtime = runtime_name(exported)
     return result
@@ -245,10 +270,12 @@ def validate(subject: Subject, path: Path, recipe: QuantRecipe, max_drop: float 
 
 def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | None = None,
            chain: list[str] | None = None, check: bool = True, batch: int | None = None,
-           allow_flex: bool = False, enforce: bool = True, max_drop: float | None = None) -> ExportResult:
+           allow_flex: bool = False, enforce: bool = True, max_drop: float | None = None,
+           baseline=None) -> ExportResult:
     """Convert, validate a temporary copy, and only then write ``out`` (+ ``out.json``) atomically.
 
-    With ``enforce`` a file that fails its parity check is not written; the numbers are returned either way.
+    With ``enforce`` a file that fails its parity check, or the accuracy gate with ``max_drop`` (against
+    ``baseline``, a Keras model; default the subject's own), is not written; the numbers are returned either way.
     The sidecar (only) also keeps the validation's figures under ``validation`` (see Validation.record), so a
     sweep can reuse the file's metric instead of scoring it again on the same runtime.
     """
@@ -273,7 +300,7 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
             candidate = Path(tmp) / out.name
             candidate.write_bytes(data)
             write_json(Path(str(candidate) + ".json"), meta)
-            validation = validate(subject, candidate, recipe, max_drop)
+            validation = validate(subject, candidate, recipe, max_drop, baseline)
     if validation is not None:  # the sweep reuses metric_export when it would score this file on the same runtime
         meta["validation"] = {**validation.record(), "file_sha256": hashlib.sha256(data).hexdigest()}
     failed = validation is not None and not validation.passed

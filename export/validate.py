@@ -9,6 +9,7 @@ import numpy as np
 
 from models.artifacts import sha256_file
 from models.spec import n_samples
+from models.verdict import Verdict, within
 
 
 #: float32 rounding scales with the value: parity allows ``atol + RTOL * |reference|`` per element (np.allclose's
@@ -46,6 +47,8 @@ class Validation:
     #: its defaults) and the number of test samples scored, so a sweep can reuse it instead of scoring again
     runtime: str | None = None
     metric_n_samples: int | None = None
+    #: the accuracy gate's verdict on the metric (with ``max_drop``): what the commands print and judge
+    verdict: Verdict | None = None
 
     def record(self) -> dict:
         """What the sidecar keeps of this validation (``validation`` key)."""
@@ -68,19 +71,28 @@ class Validation:
         return max((o.max_abs for o in self.outputs), default=0.0)
 
     @property
-    def passed(self) -> bool:
+    def metric_passed(self) -> bool:
+        """The accuracy gate (models.verdict): inclusive at the budget; True when not judged."""
+        if self.verdict is not None:
+            return self.verdict.passed
         drop = self.metric_drop
-        if self.max_drop is not None and drop is not None and not (np.isfinite(drop) and drop <= self.max_drop):
+        return self.max_drop is None or drop is None or within(drop, self.max_drop)
+
+    @property
+    def passed(self) -> bool:
+        if not self.metric_passed:
             return False
         if self.atol is None:
             return True
         return all(o.within(self.atol) for o in self.outputs)
 
     def failure(self) -> str:
-        drop = self.metric_drop
-        if self.max_drop is not None and drop is not None and not (np.isfinite(drop) and drop <= self.max_drop):
+        if not self.metric_passed:
+            if self.verdict is not None:
+                return self.verdict.failure()
             return (f"{self.metric_name} dropped from {self.metric_source:.4f} to {self.metric_export:.4f} "
-                    f"({drop:+.4f} worse, more than the allowed {self.max_drop:g}; --max-drop to change it)")
+                    f"({self.metric_drop:+.4f} worse, more than the allowed {self.max_drop:g}; --max-drop to change "
+                    "it)")
         worst = next((o for o in self.outputs if not o.within(self.atol)), max(self.outputs, key=lambda o: o.max_abs))
         return (f"output {worst.name!r} drifted: max abs error {worst.max_abs:.3g} > tolerance {self.atol:.3g} "
                 f"(+ {RTOL:g} x |value|)")

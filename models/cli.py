@@ -6,6 +6,7 @@ import os
 import sys
 
 from models.errors import CheckFailed, UserError
+from models.verdict import DEFAULT_MAX_DROP
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -79,6 +80,16 @@ def add_subject_args(p, max_drop: bool = False):
     p.add_argument("--custom-objects", default=None, metavar="FILE.py|MODULE",
                    help="import your code (custom layers, losses, metrics) so the model loads; runs that code")
     if max_drop:
-        p.add_argument("--max-drop", type=float, default=0.01,
-                       help="a quantized file whose metric drops more than this (in the metric's units) is not "
-                            "written (default 0.01: one point of accuracy)")
+        add_max_drop(p)
+
+
+def add_max_drop(p, no_validate: bool = False):
+    """The accuracy gate's options, the same on every command that writes a compressed model (models.verdict)."""
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="DROP",
+                   help="the accuracy gate: a result whose metric on the evaluation data drops more than DROP (in the "
+                        "metric's units; inclusive, with a paired bootstrap 95%% interval printed) is refused: exit 1, "
+                        f"nothing written (default {DEFAULT_MAX_DROP:g}: one point of accuracy)")
+    if no_validate:
+        p.add_argument("--no-validate", action="store_true",
+                       help="write the result even if the accuracy gate (or an export's parity check) refuses it (the "
+                            "numbers are still printed)")

@@ -69,6 +69,8 @@ class Subject:
     metric_from: str = ""
     notes: list[str] = field(default_factory=list)
     custom_objects: dict = field(default_factory=dict)
+    #: the evaluation split is a hold-out of --data, which may be the data the model was trained on
+    holdout_of_data: bool = False
 
     @property
     def metric(self) -> Metric | None:
@@ -176,6 +178,7 @@ def _zoo(src: Source) -> Subject:
         splits, data_from = _user_splits(src, model)
     spec, metric_from = _with_metric(spec, src.metric, model, {}, splits, own_data=not src.data)
     return Subject(spec.name, model, trained.path, spec, trained.config, splits, src.seed,
+                   holdout_of_data=bool(src.data and not src.eval_data),
                    data_from=data_from, metric_from=metric_from or f"{spec.metric.name} (the zoo model's task metric)")
 
 
@@ -209,8 +212,30 @@ def _user_file(src: Source) -> Subject:
                      metric=None, quality_bar=math.nan, config={}, tiny={}, loss=loss,
                      trainable=loss is not None, labels=_class_names(src), notes=str(path))
     spec, metric_from = _with_metric(spec, src.metric, model, compiled, splits)
-    return Subject(path.stem, model, path, spec, {}, splits, src.seed, keras=loaded.keras, data_from=data_from,
-                   metric_from=metric_from, notes=notes, custom_objects=custom)
+    lr = _adam_lr(compiled)
+    return Subject(path.stem, model, path, spec, {"lr": lr} if lr else {}, splits, src.seed, keras=loaded.keras,
+                   data_from=data_from, metric_from=metric_from, notes=notes, custom_objects=custom,
+                   holdout_of_data=bool(src.data and not src.eval_data))
+
+
+#: optimizers whose learning rate means what it means to Adam (what fine-tuning runs): only theirs is reused
+ADAM_LIKE = ("adam", "adamw", "nadam", "adamax")
+
+
+def _adam_lr(compiled: dict) -> float | None:
+    """The learning rate the file's Adam-like optimizer was compiled with (a schedule: its initial rate), else None
+    (fine-tuning then starts from Adam's default)."""
+    optimizer = compiled.get("optimizer") or compiled.get("optimizer_config")
+    if not isinstance(optimizer, dict) or str(optimizer.get("class_name", "")).lower() not in ADAM_LIKE:
+        return None
+    lr = (optimizer.get("config") or {}).get("learning_rate")
+    if isinstance(lr, dict):  # a serialized schedule
+        lr = (lr.get("config") or {}).get("initial_learning_rate")
+    try:
+        lr = float(f"{float(lr):.6g}")  # float32 in the file: 0.0010000000474974513 was 1e-3
+    except (TypeError, ValueError):
+        return None
+    return lr if 0 < lr < 1 else None
 
 
 def _no_build(*_):

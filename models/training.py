@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import atomic_path, cache_dir, key_of, write_json
-from models.backend import keras
+from models.backend import keras, tf
 from models.loading import load_keras
 from models.spec import ModelSpec, Predict, Splits, n_samples
 
@@ -39,6 +39,13 @@ def keras_predict(model, batch_size: int = 256) -> Predict:
         return model.predict(x, batch_size=batch_size, verbose=0)
 
     return predict
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic: the same inputs and seed give the
+    same weights (fine-tuning's shuffles and dropout, clustering's initial centroids), so the same file."""
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
 
 
 def compile_for_training(spec: ModelSpec, model, config: dict, lr: float | None = None):

@@ -130,19 +130,27 @@ def test_strict_refuses_scores_without_an_interval(mlp, tmp_path):
     assert scored and all(c.ci_high is None and "refused by --strict: no interval" in c.verdict for c in scored)
     assert all("score_fn" in c.ci_note for c in scored)
     choice = result.choices["litert"]
-    assert not choice.reachable and choice.path.exists()
+    assert not choice.reachable and choice.path is None  # the gate: nothing outside the budget is written
 
 
-def test_unreachable_budget_still_writes_the_best_with_its_drop(cli, tmp_path):
+def test_unreachable_budget_is_the_gate_refusing_exit_1_and_nothing_written(cli, tmp_path):
+    """As every compress command: no candidate within --max-drop -> exit 1, no best file (the search's record,
+    auto.json and the reports, is still written); --no-validate writes the one that loses least."""
     r = cli("compress", "auto", "mlp", "--tiny", "--max-drop", "-1", "--runtime", "litert", "-o", tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert "unreachable" in r.stdout and (tmp_path / "best-litert.tflite").exists()
+    assert r.returncode == 1, r.stderr
+    assert "unreachable" in r.stdout and not (tmp_path / "best-litert.tflite").exists()
+    assert "dropped from" in r.stderr and "nothing written" in r.stderr
     data = json.loads((tmp_path / "auto.json").read_text())
     choice = data["choices"]["litert"]
-    assert choice["reachable"] is False and "unreachable" in choice["message"]
+    assert choice["reachable"] is False and "unreachable" in choice["message"] and choice["file"] is None
+    assert choice["verdict"]["passed"] is False and choice["verdict"]["budget"] == -1
     chosen = next(c for c in data["candidates"] if c["key"] == choice["chosen_key"])
     assert chosen["drop"] is not None and chosen["drop"] > -1
     assert f"drop {chosen['drop']:+.4f}" in choice["message"]
+    r = cli("compress", "auto", "mlp", "--tiny", "--max-drop", "-1", "--runtime", "litert", "--no-validate", "-o",
+            tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "best-litert.tflite").exists() and "written anyway (--no-validate)" in " ".join(r.stdout.split())
 
 
 def test_time_budget_zero_stops_after_the_baselines(cli, tmp_path):

@@ -22,6 +22,26 @@ def test_defaults_follow_the_models_own_training():
     assert finetune.default_lr({})[0] == finetune.DEFAULT_LR == 1e-3
     assert finetune.default_epochs({"epochs": 12})[0] == 3 and finetune.default_epochs({"epochs": 20})[0] == 5
     assert finetune.default_epochs({"epochs": 1})[0] == finetune.MIN_EPOCHS
+    # a user's file, whose training epochs are unknown: MIN_STEPS steps, within [MIN_EPOCHS, MAX_EPOCHS]
+    assert finetune.default_epochs({}, 32)[0] == 16 and "500 steps of 32" in finetune.default_epochs({}, 32)[1]
+    assert finetune.default_epochs({}, 1)[0] == finetune.MAX_EPOCHS
+    assert finetune.default_epochs({}, 1000)[0] == finetune.default_epochs({})[0] == finetune.MIN_EPOCHS
+
+
+def test_a_user_models_plan_starts_from_its_own_adam_learning_rate(tmp_path):
+    from models.subject import resolve
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 4)).astype("float32"), rng.integers(0, 2, 200)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    for optimizer, lr in ((keras.optimizers.Adam(3e-4), 3e-4), (keras.optimizers.SGD(0.1), finetune.DEFAULT_LR)):
+        model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.save(tmp_path / "m.keras")
+        subject = resolve(str(tmp_path / "m.keras"), data=str(tmp_path / "d.npz"))
+        plan = finetune.for_spec(subject.spec, subject.config, subject.splits)
+        assert plan.lr == lr  # an SGD rate means something else to Adam: not reused
+        assert plan.epochs == 20 and "training epochs are unknown" in plan.describe()  # 160 samples: 5 steps an epoch
 
 
 def test_cosine_fit_models_fine_tune_instead_of_one_shot():

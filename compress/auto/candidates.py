@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from models.errors import UserError
+from models.verdict import DEFAULT_MAX_DROP
 from export.quantize.ptq import QuantRecipe
 from benchmarks import runtimes
 
@@ -75,7 +76,7 @@ class AutoSpec:
     ``relative``; ``strict`` judges the drop's 95% upper bound instead of its estimate."""
 
     out: Path
-    max_drop: float = 0.01
+    max_drop: float = DEFAULT_MAX_DROP
     relative: bool = False
     target: str = "latency"
     runtimes: tuple = DEFAULT_RUNTIMES
@@ -85,8 +86,13 @@ class AutoSpec:
     techniques: tuple | None = None
     mixed_precision: bool = True
     resamples: int = 1000
+    #: the bootstrap's resampling seed
     seed: int = 0
     cache: str | None = None
+    #: the techniques' fine-tuning seed (--seed)
+    tune_seed: int = 0
+    #: write the candidate that loses least when none is within the budget (--no-validate); else nothing is written
+    write_unreachable: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
@@ -185,6 +191,8 @@ class RuntimeChoice:
     reachable: bool
     message: str
     path: Path | None = None
+    #: the gate's verdict on the chosen candidate (models.verdict.Verdict), set with the message
+    verdict: object | None = None
 
     def ratios(self) -> tuple[float | None, float | None]:
         """(size, latency) of fp32 over the chosen file's: how many times smaller and faster."""
@@ -219,6 +227,7 @@ class AutoResult:
                 "fine_tuning": self.fine_tuning, "stopped_early": self.stopped_early,
                 "search_seconds": self.seconds, "new_candidates": self.new, "notes": self.notes,
                 "choices": {rt: {"file": str(c.path) if c.path else None, "reachable": c.reachable,
+                                 "verdict": c.verdict.as_dict() if c.verdict is not None else None,
                                  "message": c.message, "chosen_key": c.candidate.key if c.candidate else None,
                                  "size_ratio": c.ratios()[0], "latency_ratio": c.ratios()[1]}
                             for rt, c in self.choices.items()},

@@ -2,6 +2,7 @@
 and the line that says what was chosen (the search itself is compress.auto.search)."""
 from __future__ import annotations
 
+from models import verdict as gate
 from benchmarks.report.plots import pareto
 
 from compress.auto import evaluator as auto_eval
@@ -37,6 +38,13 @@ def choose(search) -> dict:
         for i in pareto(points, search.ref.higher_is_better):
             scored[i].pareto = True
         ok = [c for c in scored if c.within_budget]
+        fp32 = search.fp32.get(rt)
+        if fp32 in ok:  # fp32 itself is the answer unless a candidate is smaller or faster than it
+            for c in ok:
+                why = None if c is fp32 else no_gain(c, fp32)
+                if why:
+                    c.verdict = f"within budget, not chosen: {why}"
+            ok = [c for c in ok if c is fp32 or not no_gain(c, fp32)]
         # timed side by side at the end: the others were slower when timed alone, minutes apart
         ok = [c for c in ok if c.finalist] or ok
         if ok:
@@ -66,15 +74,42 @@ def describe(search, choice: RuntimeChoice, n_scored: int) -> None:
     was unreachable (and what was written instead)."""
     best, rt = choice.candidate, choice.runtime
     bound_name = "the drop's 95% upper bound" if search.spec.strict else "the drop"
+    choice.verdict = verdict_of(search, best)
     if choice.reachable:
         ratio = ratio_text(best, choice.fp32)
         choice.message = (f"{rt}: {best.label}: {_kib(best.size)}, {best.p50_ms:.4g} ms{ratio}, "
                           f"{search.ref.metric_name} {best.metric:.4f}, drop {best.drop_text()} within the budget "
                           f"{search.budget:.4g}")
     else:
+        written = "written anyway (--no-validate)" if search.spec.write_unreachable else gate.NOTHING_WRITTEN
         choice.message = (f"{rt}: the budget of {search.budget:.4g} ({bound_name}) is unreachable: no candidate "
-                          f"of {n_scored} keeps it; wrote the one that loses least, {best.label}, drop "
-                          f"{best.drop_text()}")
+                          f"of {n_scored} keeps it; the one that loses least is {best.label}, drop "
+                          f"{best.drop_text()}: {written}")
+
+
+def verdict_of(search, c: Candidate) -> gate.Verdict:
+    """The gate's verdict on a scored candidate (what every compress command prints about its result)."""
+    ref = search.ref
+    return gate.Verdict(ref.metric_name, ref.higher_is_better, ref.value, c.metric, ref.n, search.budget, c.ci_low,
+                        c.ci_high, c.ci_note, search.spec.strict, before_label="keras fp32", after_label=c.label,
+                        holdout_of_data=search.subject.holdout_of_data)
+
+#: a size ratio to fp32 this close to 1 is 1 (the "1.00x smaller" the choice line prints)
+SIZE_ROUNDING = 0.005
+
+
+def no_gain(c: Candidate, fp32: Candidate) -> str | None:
+    """Why ``c`` is no gain over the fp32 file (neither smaller beyond rounding nor faster beyond the timing's
+    noise: the median's 95% CI of either, at least TIE), else None. Such a candidate is never chosen over fp32."""
+    if fp32.status != "scored" or not c.size or not c.p50_ms:
+        return None
+    size, speed = fp32.size / c.size, fp32.p50_ms / c.p50_ms
+    noise = max(TIE, c.p50_ci or 0.0, fp32.p50_ci or 0.0)
+    if size > 1 + SIZE_ROUNDING or speed > 1 + noise:
+        return None
+    return (f"neither smaller nor faster than fp32 ({size:.2f}x the size, {speed:.2f}x the speed, within the timing's "
+            f"noise of {noise:.0%}): fp32 itself is the answer")
+
 
 def fastest(cands: list[Candidate]) -> Candidate:
     """The fastest, where latencies within the timing's noise (the median's 95% CI, at least TIE) count as

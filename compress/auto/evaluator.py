@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from models import verdict as gate
 from models.artifacts import sha256_file, sizes
-from models.spec import n_samples, take
+from models.spec import n_samples
 from benchmarks import runtimes
 from benchmarks.runner import batch_of, measure, Method
 
-RESAMPLES = 1000
-LEVEL = 0.95
-MIN_VALID = 0.9  # fraction of resamples whose metric must be defined (e.g. roc_auc needs both classes)
+RESAMPLES = gate.RESAMPLES
+LEVEL = gate.LEVEL
 #: sessions timed per file. One ONNX Runtime session of the same file can run ~60% slower than the next, for its
 #: whole life (transformer fp32, 1 thread, AVX-512 host: 0.175 ms in 8 of 10 sessions, 0.28 ms in 2), so one
 #: session can flip a choice or invent a speedup; the median of 3 is off only when 2 of 3 are.
@@ -65,16 +65,6 @@ class Score:
         return asdict(self)
 
 
-def _resampled(metric, y, pred, indices: np.ndarray) -> np.ndarray:
-    out = np.full(len(indices), np.nan)
-    for i, idx in enumerate(indices):
-        try:
-            out[i] = metric(take(y, idx), take(pred, idx))
-        except (ValueError, ZeroDivisionError, FloatingPointError):  # undefined on this resample
-            pass
-    return out
-
-
 def reference(subject, resamples: int = RESAMPLES, seed: int = 0) -> Reference:
     """Score the fp32 Keras model and, when the metric is one of per-sample pairs, draw the resamples."""
     from models.training import keras_predict  # deferred: models.training loads TensorFlow
@@ -88,30 +78,22 @@ def reference(subject, resamples: int = RESAMPLES, seed: int = 0) -> Reference:
                                "per-sample (label, prediction) pairs, so its test samples cannot be resampled")
     pred = keras_predict(subject.model)(test.x)
     value = metric(test.y, pred)
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, n, size=(resamples, n))
+    indices = gate.resample_indices(n, resamples, seed)
     return Reference(metric.name, metric.higher_is_better, float(value), n, indices,
-                     _resampled(metric, test.y, pred, indices))
+                     gate.resampled(metric, test.y, pred, indices))
 
 
 def drop_of(ref: Reference, value: float) -> float:
     """How much worse ``value`` is than the fp32 metric, in the metric's units (negative: better)."""
-    return ref.value - value if ref.higher_is_better else value - ref.value
+    return gate.drop_of(ref.value, value, ref.higher_is_better)
 
 
 def paired_interval(ref: Reference, metric, y, pred, level: float = LEVEL):
-    """(low, high, note) of the drop's percentile interval over the shared resamples; note says why when None."""
+    """(low, high, note) of the drop's percentile interval over the shared resamples (models.verdict's paired
+    bootstrap); note says why when None."""
     if ref.no_ci:
         return None, None, ref.no_ci
-    cand = _resampled(metric, y, pred, ref.indices)
-    drops = (ref.boot - cand) if ref.higher_is_better else (cand - ref.boot)
-    ok = np.isfinite(drops)
-    if ok.mean() < MIN_VALID:
-        return None, None, (f"the metric is undefined on {1 - ok.mean():.0%} of the resamples (e.g. one class only), "
-                            "so no interval")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(drops[ok], [tail, 100 - tail])
-    return float(low), float(high), None
+    return gate.interval(ref.boot, gate.resampled(metric, y, pred, ref.indices), ref.higher_is_better, level)
 
 
 def latency(loaded, x, method=None):

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from models import verdict as gate
 from models.artifacts import claim_output_dir, key_of, remove_stale_temps, scratch_dir, sha256_file, write_json
 from models.errors import UserError
 from models.loading import load_keras
@@ -58,10 +59,10 @@ class _Search:
         host = host_description()
         self.context = {"data": auto_log.data_digest(subject.splits), "metric": subject.metric.name,
                         "host": {k: host[k] for k in ("cpu", "machine", "cores", "onnxruntime")},
-                        "resamples": spec.resamples, "seed": spec.seed}
+                        "resamples": spec.resamples, "seed": spec.seed, "tune_seed": spec.tune_seed}
         self.ref = auto_eval.reference(subject, spec.resamples, spec.seed)
         self.budget = spec.max_drop * abs(self.ref.value) if spec.relative else spec.max_drop
-        self.plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits)
+        self.plan = finetune.for_spec(subject.spec, subject.config or {}, subject.splits, seed=spec.tune_seed)
         self.base = [subject.path.name] if subject.spec.task == "user model" else ["train"]
         self.candidates: list[Candidate] = []
         self.seen: dict[str, Candidate] = {}
@@ -81,8 +82,7 @@ class _Search:
     def passes(self, c: Candidate | None) -> bool:
         if c is None or c.status != "scored":
             return False
-        bound = c.ci_high if self.spec.strict else c.drop
-        return bound is not None and bound <= self.budget + 1e-12
+        return gate.within(c.ci_high if self.spec.strict else c.drop, self.budget)
 
     def run(self, runtime: str, recipe: QuantRecipe, stage: str, technique: Technique | None = None,
             always: bool = False) -> Candidate:
@@ -162,7 +162,7 @@ class _Search:
         directory.mkdir(parents=True, exist_ok=True)
         path, meta_path = directory / f"{technique.id}.keras", directory / f"{technique.id}.json"
         key = key_of({"model": self.model_hash, "data": self.context["data"], "technique": technique.id,
-                      "plan": self.plan.describe()})
+                      "plan": self.plan.describe(), "seed": self.plan.seed})
         meta = None
         if meta_path.exists():
             try:
@@ -176,6 +176,9 @@ class _Search:
                 meta = {"key": key, "reason": f"{technique.step} needs Keras layers; this SavedModel has none "
                                               "(pass the .keras file)"}
             else:
+                from models.training import seed_everything  # deferred: models.training loads TensorFlow
+
+                seed_everything(self.plan.seed)  # the same search and --seed build the same technique result
                 try:
                     model, outcome = technique.apply(self.subject.model, self.plan)
                     reason = None if outcome.ran else outcome.reason()
@@ -358,7 +361,8 @@ def _finish(search: _Search, subject, spec: AutoSpec, say) -> AutoResult:
     auto_choice.retime_finalists(search)
     choices = auto_choice.choose(search)
     for choice in choices.values():
-        search.write_best(choice)
+        if choice.reachable or spec.write_unreachable:  # the gate: a file outside the budget is not handed over
+            search.write_best(choice)
     if search.stopped_early:
         n = sum(c.status == "not scored" for c in search.candidates)
         search.notes.append(f"stopped early: the --time-budget of {spec.time_budget_min:g} min was spent; "
