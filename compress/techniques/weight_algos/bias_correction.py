@@ -74,8 +74,9 @@ def bias_correction(model, calibration, reference=None, grid: common.Grid = comm
     working = common.rebuild(model, graph, config_updates=updates,
                              weights={n: [quantized[n], weights[n][1]] for n in targets})
     shifts = {}
-    for n in targets:
-        (mean_x,) = common.mean_inputs(common.input_probe(working, [n]), calibration)
+    probe = common.input_probe(working, targets)  # reads the working model's weights as they are corrected
+    for i, n in enumerate(targets):
+        mean_x = common.mean_inputs(probe, calibration)[i]
         layer = working.get_layer(n)
         got = _mean_output(layer, kinds[n], mean_x, quantized[n]) + weights[n][1]
         delta = expected[n] - got

@@ -84,9 +84,10 @@ def _partner(model, graph, name: str) -> tuple[str | None, str | None, list[str]
                           "one path to one conv/dense layer"), []
         nxt = model.get_layer(consumers[0])
         if len(graph.producers.get(nxt.name, [])) != 1:
-            return None, f"{nxt.name} ({type(nxt).__name__}) also takes other inputs", []
+            return None, (f"{nxt.name} ({type(nxt).__name__}) merges it with other inputs: scaling its channels "
+                          "would scale one side of the merge only"), []
         if common.kind_of(nxt) is not None:
-            reason = common.support(nxt)
+            reason = common.support(nxt, calls=graph.calls.get(nxt.name, 1))
             if reason:
                 return None, f"the next layer {nxt.name} is not handled: {reason}", []
             return nxt.name, None, between

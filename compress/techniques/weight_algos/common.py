@@ -20,6 +20,8 @@ from models.spec import n_samples, take
 #: output channel in * multiplier + m, as TFLite and ONNX order it; "dense": (in, out))
 KINDS = {"Conv1D": "conv", "Conv2D": "conv", "DepthwiseConv2D": "depthwise", "Dense": "dense"}
 HANDLED = "Conv1D, Conv2D, DepthwiseConv2D and Dense"
+#: the end of the reason for a layer of another class (the console groups these into one line)
+UNHANDLED = f"the weight algorithms handle {HANDLED} kernels (the converter quantizes the rest as it is)"
 #: the converters' op types of each class (what ``--exclude`` may name instead of layers)
 OP_TYPES = {"Conv1D": ("CONV_2D", "Conv"), "Conv2D": ("CONV_2D", "Conv"), "DepthwiseConv2D": ("DEPTHWISE_CONV_2D", "Conv"),
             "Dense": ("FULLY_CONNECTED", "BATCH_MATMUL", "MatMul", "Gemm")}
@@ -37,14 +39,15 @@ def kind_of(layer) -> str | None:
     return KINDS.get(type(layer).__name__)
 
 
-def support(layer, exclude=()) -> str | None:
-    """Why the weight algorithms leave ``layer``'s kernel alone, or None when they handle it."""
+def support(layer, exclude=(), calls: int = 1) -> str | None:
+    """Why the weight algorithms leave ``layer``'s kernel alone, or None when they handle it (``calls``: how many
+    times the model calls the layer, from its graph)."""
     name, cls = layer.name, type(layer).__name__
     if name in exclude or any(op in exclude for op in OP_TYPES.get(cls, ())):
         return "kept in float (--exclude): the converter leaves its weights unquantized"
     kind = kind_of(layer)
     if kind is None:
-        return f"{cls}: the weight algorithms handle {HANDLED} kernels (the converter quantizes the rest as it is)"
+        return f"{cls}: {UNHANDLED}"
     config = layer.get_config()
     if config.get("data_format", "channels_last") not in (None, "channels_last"):
         return f"{cls} with channels_first data: the int8 grid is laid out for channels_last kernels"
@@ -52,8 +55,8 @@ def support(layer, exclude=()) -> str | None:
         return f"a grouped {cls} (groups={config['groups']}): its kernel is not one (in, out) matrix"
     if config.get("padding") == "causal":
         return f"a causal {cls}: its padding is not reproduced here"
-    if len(getattr(layer, "_inbound_nodes", [])) > 1:
-        return f"{cls} shared by several calls: its weights serve more than one input"
+    if calls > 1:
+        return f"{cls} shared by {calls} calls: its weights serve more than one input"
     return None
 
 
@@ -148,11 +151,12 @@ class Graph:
 
     config: dict
     sequential: bool
-    order: list  # layer names, producers before consumers (as the config lists them)
+    order: list  # layer names but the inputs', producers before consumers (as the config lists them)
     producers: dict = field(default_factory=dict)  # name -> producer names
     consumers: dict = field(default_factory=dict)  # name -> consumer names
     outputs: set = field(default_factory=set)
     classes: dict = field(default_factory=dict)  # name -> class name
+    calls: dict = field(default_factory=dict)  # name -> how many times the model calls the layer
 
 
 def _refs(obj):
@@ -214,10 +218,12 @@ def graph_of(model) -> Graph:
             producers = [_entry_name(entries[i - 1])] if i else []
         else:
             producers = list(dict.fromkeys(_refs(entry.get("inbound_nodes", []))))
+            g.calls[name] = len(entry.get("inbound_nodes", []))
         g.producers[name] = producers
         for p in producers:
             g.consumers.setdefault(p, []).append(name)
     g.outputs = {g.order[-1]} if sequential else set(_refs(config["output_layers"]))
+    g.order = [n for n in g.order if g.classes[n] != "InputLayer"]  # a Sequential model does not list them
     return g
 
 
@@ -256,7 +262,7 @@ def quantizable(model, graph: Graph, exclude=()) -> tuple[list[str], dict]:
         layer = model.get_layer(name)
         if not layer.weights or type(layer).__name__ == "BatchNormalization":
             continue
-        reason = support(layer, exclude)
+        reason = support(layer, exclude, graph.calls.get(name, 1))
         if reason is None:
             names.append(name)
         else:
@@ -278,12 +284,14 @@ def _fold_reason(model, graph: Graph, bn_name: str) -> tuple[str | None, str | N
     """(the layer ``bn_name`` folds into, None) or (None, why it cannot be folded)."""
     producers = graph.producers.get(bn_name, [])
     bn = model.get_layer(bn_name)
-    if len(getattr(bn, "_inbound_nodes", [])) > 1:
+    if graph.calls.get(bn_name, 1) > 1:
         return None, "a batch norm shared by several calls cannot be folded"
     if len(producers) != 1:
         return None, "it does not follow a single layer: nothing to fold it into (the converter keeps it)"
+    if graph.classes.get(producers[0]) == "InputLayer":
+        return None, "it normalizes the model's input: nothing before it to fold it into (the converter keeps it)"
     prev = model.get_layer(producers[0])
-    if kind_of(prev) is None or support(prev) is not None:
+    if kind_of(prev) is None or support(prev, calls=graph.calls.get(prev.name, 1)) is not None:
         return None, (f"it follows {prev.name} ({type(prev).__name__}), not a conv/depthwise/dense layer: nothing to "
                       "fold it into (the converter keeps it as a multiply-add)")
     if activation_name(prev) != "linear":
@@ -343,13 +351,16 @@ def first(data, n: int):
     return take(data, slice(0, n))
 
 
+def _call(model, batch) -> list[np.ndarray]:
+    """The model's outputs on one batch, called eagerly (the probes are built per layer: tracing each would cost
+    more than running it)."""
+    out = model(batch, training=False)
+    return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
 def run(model, data) -> list[np.ndarray]:
     """The model's outputs on ``data``, batch by batch, as a list of arrays."""
-    parts = []
-    for batch in batches(data):
-        out = model.predict_on_batch(batch)
-        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
-    return [np.concatenate(p) for p in zip(*parts)]
+    return [np.concatenate(p) for p in zip(*(_call(model, batch) for batch in batches(data)))]
 
 
 def input_probe(model, names: list[str]):
@@ -361,8 +372,7 @@ def mean_inputs(probe, data) -> list[np.ndarray]:
     """Each probed input averaged over the samples (positions kept): E[x] per layer."""
     total, count = None, 0
     for batch in batches(data):
-        out = probe.predict_on_batch(batch)
-        out = out if isinstance(out, (list, tuple)) else [out]
+        out = _call(probe, batch)
         sums = [np.asarray(o, np.float64).sum(axis=0) for o in out]
         total = sums if total is None else [a + b for a, b in zip(total, sums)]
         count += np.asarray(out[0]).shape[0]

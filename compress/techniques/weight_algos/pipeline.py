@@ -29,10 +29,17 @@ class Result:
         if self.folded:
             lines.append("batch norms folded into their layers first: "
                          + ", ".join(f"{bn} -> {into}" for bn, into in self.folded.items()))
+        unhandled = {}
         for o in self.outcomes:
             lines.append(o.summary() if o.ran else f"warning: {o.reason()}")
-            if o.ran:
-                lines.extend(f"  {o.technique} skipped {layer}: {why}" for layer, why in o.skipped.items())
+            for layer, why in o.skipped.items():
+                if why.endswith(common.UNHANDLED):
+                    unhandled[layer] = why.split(":")[0]
+                elif o.ran:
+                    lines.append(f"  {o.technique} skipped {layer}: {why}")
+        if unhandled:
+            lines.append("  left as they are for the converter (the weight algorithms handle "
+                         f"{common.HANDLED}): " + ", ".join(f"{k} ({v})" for k, v in unhandled.items()))
         return lines
 
     def record(self) -> dict:
