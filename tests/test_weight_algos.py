@@ -10,14 +10,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
-
 from ai_edge_litert.interpreter import Interpreter
+from onnx import numpy_helper
 
 from export import runtime
 from export.quantize.ptq import QuantRecipe
+from export.onnx import convert as onnx_convert
 from export.tflite import convert
 from models.backend import keras
+from compress.techniques.preflight import preflight
 from compress.techniques.weight_algos import common, parse, pipeline
 from compress.techniques.weight_algos.adaround import adaround
 from compress.techniques.weight_algos.bias_correction import bias_correction
@@ -275,6 +278,10 @@ def test_skip_reasons_name_the_layer_and_why():
     assert "ln1" in by["adaround"].skipped and by["adaround"].ran
     notes = "\n".join(result.notes())
     assert "warning: cle: no layer supports it" in notes and "attn (MultiHeadAttention)" in notes
+    # compress preflight's columns say the same without running anything
+    rows = {row.layer: row.verdicts for row in preflight(block)}
+    assert rows["ffn1"]["cle"] == by["cle"].skipped["ffn1"] and rows["ffn1"]["adaround"] is None
+    assert "no bias to correct" in rows["cls"]["bias-correction"] and rows["cls"]["adaround"] is None
 
     # with ReLU in the FFN the pair is equalized (3-D Dense inputs), the rest keeps its reasons
     relu = bert_block("relu")
@@ -350,3 +357,18 @@ def test_quantize_and_export_clis_run_them_and_the_sidecar_says_which(cli, tmp_p
     assert res.returncode != 0 and "need int8 or 16x8, not tflite fp32" in res.stdout + res.stderr
     res = cli("compress", "quantize", model, "--format", "onnx", "--mode", "int8", "--weight-algos", "cle,foo")
     assert res.returncode != 0 and "unknown weight algorithm 'foo'" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("flavour", ["qdq-s8s8", "qop-u8s8"])
+def test_onnx_int8_holds_adaround_weights(flavour):
+    cal = features(100, 100)
+    rounded, outcome = adaround(outlier_mlp(0), cal, steps=100)
+    assert outcome.ran
+    proto = onnx.load_from_string(onnx_convert(rounded, QuantRecipe("onnx", "int8", onnx_int8=flavour), cal))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for name in ("hidden", "head"):
+        (codes,) = [n for n in inits if f"/{name}/" in n and n.endswith("_quantized") and inits[n].ndim == 2]
+        kernel = rounded.get_layer(name).get_weights()[0]
+        scale = inits[f"{codes}_scale"] if f"{codes}_scale" in inits else inits[codes[: -len("quantized")] + "scale"]
+        assert np.array_equal(np.round(kernel / scale), inits[codes]), name
+        np.testing.assert_allclose(inits[codes] * scale, kernel, rtol=1e-6, atol=0, err_msg=name)

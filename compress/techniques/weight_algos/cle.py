@@ -135,6 +135,32 @@ def _equalize(kinds: dict, weights: dict, pairs: list, rounds: int) -> tuple[int
     return done, {f"{a}->{b}": _spread(kinds[a], weights[a][0]) for a, b in pairs}
 
 
+def _pairs(model, graph, names) -> tuple[list, dict, dict]:
+    """(pairs to equalize, {layer: why it has no partner}, {pair: layers between})."""
+    pairs, reasons, via = [], {}, {}
+    for name in names:
+        partner, reason, between = _partner(model, graph, name)
+        if partner is None:
+            reasons[name] = f"not equalized: {reason}"
+        else:
+            pairs.append((name, partner))
+            via[f"{name}->{partner}"] = between
+    return pairs, reasons, via
+
+
+def verdicts(model) -> dict:
+    """{layer with weights: None where CLE rescales it (a batch norm: folds it), else why not}; nothing is run."""
+    problem = common.graph_problem(model)
+    if problem:
+        return {layer.name: problem for layer in model.layers if layer.weights}
+    folded_model, folded, stayed = common.fold_batchnorms(model)
+    graph = common.graph_of(folded_model)
+    names, skipped = common.quantizable(folded_model, graph)
+    pairs, reasons, _ = _pairs(folded_model, graph, names)
+    in_pair = {n for pair in pairs for n in pair}
+    return {**skipped, **stayed, **dict.fromkeys(folded), **{n: None if n in in_pair else reasons[n] for n in names}}
+
+
 def cle(model, calibration=None, rounds: int = ROUNDS) -> tuple[object, Outcome]:
     """(equalized model without batch norms, Outcome). ``calibration`` (optional; CLE needs no data) checks that
     the fp32 outputs did not change."""
@@ -149,14 +175,7 @@ def cle(model, calibration=None, rounds: int = ROUNDS) -> tuple[object, Outcome]
     graph = common.graph_of(folded_model)
     names, skipped = common.quantizable(folded_model, graph)
     outcome.skipped.update(skipped)
-    pairs, reasons, via = [], {}, {}
-    for name in names:
-        partner, reason, between = _partner(folded_model, graph, name)
-        if partner is None:
-            reasons[name] = f"not equalized: {reason}"
-        else:
-            pairs.append((name, partner))
-            via[f"{name}->{partner}"] = between
+    pairs, reasons, via = _pairs(folded_model, graph, names)
     in_pair = {n for pair in pairs for n in pair}
     outcome.applied = [n for n in names if n in in_pair]
     outcome.skipped.update({n: r for n, r in reasons.items() if n not in in_pair})

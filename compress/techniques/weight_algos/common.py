@@ -270,6 +270,29 @@ def quantizable(model, graph: Graph, exclude=()) -> tuple[list[str], dict]:
     return names, skipped
 
 
+def verdicts(model, exclude=(), need_bias: bool = False) -> dict:
+    """{layer with weights: None where AdaRound (``need_bias``: bias correction) takes its kernel (a batch norm: is
+    folded first), else why not}; nothing is run."""
+    problem = graph_problem(model)
+    if problem:
+        return {layer.name: problem for layer in model.layers if layer.weights}
+    graph = graph_of(model)
+    out = {}
+    for name in graph.order:
+        layer = model.get_layer(name)
+        if not layer.weights:
+            continue
+        if graph.classes[name] == "BatchNormalization":
+            out[name] = _fold_reason(model, graph, name)[1]
+            continue
+        out[name] = support(layer, exclude, graph.calls.get(name, 1))
+        folds = any(graph.classes.get(c) == "BatchNormalization" and _fold_reason(model, graph, c)[0] == name
+                    for c in graph.consumers.get(name, []))
+        if out[name] is None and need_bias and not folds and not layer.get_config().get("use_bias", True):
+            out[name] = "it has no bias to correct (use_bias=False)"
+    return out
+
+
 # ------------------------------------------------------------------------------------------ batch-norm folding
 
 
