@@ -20,6 +20,7 @@ from export.quantize.ptq import QuantRecipe
 from export.onnx import convert as onnx_convert
 from export.tflite import convert
 from models.backend import keras
+from models.keras3 import keras3
 from compress.techniques.preflight import preflight
 from compress.techniques.weight_algos import common, parse, pipeline
 from compress.techniques.weight_algos.adaround import adaround
@@ -372,3 +373,27 @@ def test_onnx_int8_holds_adaround_weights(flavour):
         scale = inits[f"{codes}_scale"] if f"{codes}_scale" in inits else inits[codes[: -len("quantized")] + "scale"]
         assert np.array_equal(np.round(kernel / scale), inits[codes]), name
         np.testing.assert_allclose(inits[codes] * scale, kernel, rtol=1e-6, atol=0, err_msg=name)
+
+
+def test_keras3_models_take_the_same_code():
+    k3 = keras3()
+    k3.utils.set_random_seed(0)
+    inp = k3.Input((8, 8, 3))
+    x = k3.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    x = k3.layers.BatchNormalization(name="bn1")(x)
+    x = k3.layers.ReLU()(x)
+    x = k3.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = k3.layers.ReLU()(x)
+    x = k3.layers.GlobalAveragePooling2D()(x)
+    model = k3.Model(inp, k3.layers.Dense(4, name="head")(x))
+    rng = np.random.default_rng(0)
+    model.get_layer("bn1").set_weights([rng.uniform(.5, 2, 8) * np.logspace(-2, 2, 8), rng.normal(0, .3, 8),
+                                        rng.normal(0, .1, 8), rng.uniform(.5, 2, 8)])
+    x = images(0, 32)[:, :8, :8]
+    result = pipeline.apply(model, ["cle", "adaround", "bias-correction"], x)
+    assert result.folded == {"bn1": "c1"} and result.ran == ["cle", "adaround", "bias-correction"]
+    assert type(result.model).__module__.startswith("keras.")  # still a Keras 3 model
+    assert result.outcomes[0].details["pairs"] == [["c1", "dw"], ["dw", "head"]]
+    assert result.outcomes[0].details["fp32_max_relative_change"] < 1e-4
+    kernel = result.model.get_layer("dw").get_weights()[0]
+    np.testing.assert_array_equal(common.fake_quant("depthwise", kernel, common.TFLITE_GRID), kernel)

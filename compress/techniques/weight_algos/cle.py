@@ -64,6 +64,9 @@ def _layer_problem(layer) -> str | None:
         return _activation_problem(what, layer.name)
     if cls in _PASS:
         return None
+    if cls == "Flatten":
+        return (f"{layer.name} (Flatten) interleaves the channels with the positions: the next layer's rows would need "
+                "each scale repeated per position (not done here)")
     return f"{layer.name} ({cls}) does not commute with per-channel scaling"
 
 

@@ -25,7 +25,7 @@ UNHANDLED = f"the weight algorithms handle {HANDLED} kernels (the converter quan
 #: the converters' op types of each class (what ``--exclude`` may name instead of layers)
 OP_TYPES = {"Conv1D": ("CONV_2D", "Conv"), "Conv2D": ("CONV_2D", "Conv"), "DepthwiseConv2D": ("DEPTHWISE_CONV_2D", "Conv"),
             "Dense": ("FULLY_CONNECTED", "BATCH_MATMUL", "MatMul", "Gemm")}
-BATCH = 32
+BATCH = 16  # samples per probe call: a probe returns the inputs of every layer it watches
 
 
 # ------------------------------------------------------------------------------------------------ support table
