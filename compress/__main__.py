@@ -180,7 +180,8 @@ def _quantize(args):
     exclude = tuple(e for spec in (args.exclude or []) for e in spec.split(",") if e)
     try:
         recipe = QuantRecipe(args.format, args.mode, int8_io=args.int8_io, per_channel=not args.per_tensor,
-                             calibration=args.calibration, exclude=exclude, onnx_int8=args.onnx_int8)
+                             calibration=args.calibration, exclude=exclude, onnx_int8=args.onnx_int8,
+                             weight_algos=args.weight_algos)
     except ValueError as e:
         raise UserError(str(e)) from None
     claim = claim_export(args.output, args) if args.output else None  # before anything is loaded
@@ -376,6 +377,9 @@ def main(argv=None):
                         "| qdq-s8s8 | qdq-u8s8 | qop-s8s8 | qop-u8s8")
     p.add_argument("--exclude", action="append", metavar="LAYER[,LAYER]",
                    help="keep these layers (or op types, e.g. FULLY_CONNECTED / MatMul) in float")
+    from export.cli_common import add_weight_algos_arg  # deferred: only this subcommand needs it (CLI start-up)
+
+    add_weight_algos_arg(p)
     p.set_defaults(fn=_quantize)
 
     p = sub.add_parser("channel-prune", help="remove whole filters/units by L1 norm, rebuild a smaller model, "

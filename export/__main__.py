@@ -17,7 +17,8 @@ def _export(args):
     from export.onnx import int8_flavour  # deferred: export.onnx loads onnx
 
     try:
-        recipe = QuantRecipe(args.command, args.quantize, onnx_int8=getattr(args, "onnx_int8", "auto"))
+        recipe = QuantRecipe(args.command, args.quantize, onnx_int8=getattr(args, "onnx_int8", "auto"),
+                             weight_algos=args.weight_algos)
     except ValueError as e:
         raise UserError(str(e)) from None
     batch = parse_batch(args.batch)
@@ -239,7 +240,8 @@ def _run(args):
 
 
 def main(argv=None):
-    from export.cli_common import add_model_args  # deferred: only this subcommand needs it (CLI start-up)
+    # deferred: only this subcommand needs it (CLI start-up)
+    from export.cli_common import add_model_args, add_weight_algos_arg
 
     parser = ArgumentParser(prog="python -m export", description="Export to ONNX/TFLite with a parity check.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,10 +252,12 @@ def main(argv=None):
     p.add_argument("--onnx-int8", default="auto", metavar="FLAVOUR",
                    help="int8 flavour: auto (the fastest accurate one, measured once per host and model family) | "
                         "qdq-s8s8 | qdq-u8s8 | qop-s8s8 | qop-u8s8")
+    add_weight_algos_arg(p)
     p.set_defaults(fn=_export)
     p = sub.add_parser("tflite", help="export to TFLite and validate against Keras")
     add_model_args(p)
     p.add_argument("--quantize", default="fp32", help="fp32 | dynamic | float16 | int8")
+    add_weight_algos_arg(p)
     p.set_defaults(fn=_export)
     p = sub.add_parser("run", help="run an exported .onnx/.tflite file on inputs from .npy files")
     p.add_argument("path", help="exported .onnx or .tflite file")

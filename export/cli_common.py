@@ -25,6 +25,14 @@ def add_model_args(p):
     p.add_argument("--cache-dir", default=None)
 
 
+def add_weight_algos_arg(p) -> None:
+    """``--weight-algos``: post-training weight algorithms run on the Keras model before an int8 conversion."""
+    p.add_argument("--weight-algos", default="", metavar="ALGO[,ALGO]",
+                   help="int8/16x8: run these on the Keras model first: cle (cross-layer equalization, batch norms "
+                        "folded), adaround (learned rounding, weights stored on the int8 grid), bias-correction "
+                        "(empirical, from the calibration data); they run in that order whatever order is given")
+
+
 def parse_batch(text: str) -> int | None:
     from models.cli import positive_int  # deferred: only the subcommand that calls this needs it (CLI start-up)
 

@@ -23,11 +23,14 @@ from models.subject import Subject
 from models.training import keras_predict
 from models.verdict import judge_subject
 
+from compress.techniques.weight_algos import pipeline as weight_algos
+
 from export import metadata, runtime
 from export import onnx as onnx_export
 from export import tflite as tflite_export
 from export.memo import ModelMemo
 from export.probe import probe
+from export.quantize.int8_choice import flavour as flavour_of
 from export.quantize.ptq import QuantRecipe
 from export.rewrites import (has_rnn, moments_forms_needed, moments_forms, signable_inputs, unrolled,
                              unsignable_input_names)
@@ -188,9 +191,40 @@ def _keep_raw_normalizers_float(subject: Subject, recipe: QuantRecipe) -> tuple[
         f"kept {name} in float: {why}, which one int8 input scale cannot hold" for name, why in found.items()]
 
 
+def weight_grid(recipe: QuantRecipe) -> tuple[weight_algos.Grid, list[str]]:
+    """The int8 grid the converter will put conv/dense kernels on (AdaRound stores its weights on it), with a note
+    where it is not known yet."""
+    if recipe.format == "onnx":
+        if recipe.onnx_int8 == "auto":
+            return weight_algos.Grid(127, recipe.per_channel), [
+                "weight algorithms: the ONNX int8 flavour was not chosen yet; weights assume the full int8 range "
+                "(a reduce_range flavour would re-round AdaRound's weights)"]
+        return weight_algos.Grid(64 if flavour_of(recipe.onnx_int8).reduce_range else 127, recipe.per_channel), []
+    return weight_algos.Grid(), []
+
+
+def prepare(subject: Subject, recipe: QuantRecipe) -> tuple[Subject, weight_algos.Result | None, list[str]]:
+    """(the subject whose model the file is converted from, the weight algorithms' result, notes): the recipe's
+    weight algorithms run on the Keras model once per model, recipe grid and calibration sample."""
+    if not recipe.weight_algos:
+        return subject, None, []
+    grid, notes = weight_grid(recipe)
+    calibration = recipe.calibration_of(subject)
+    exclude = tuple(recipe.exclude)
+    result = _WEIGHT_ALGOS.get(subject.model, ("weight_algos", recipe.weight_algos, grid, exclude),
+                         lambda: weight_algos.apply(subject.model, recipe.weight_algos, calibration, grid, exclude,
+                                                    seed=subject.seed),
+                         guards=(subject.splits,))
+    return subject.with_model(result.model), result, notes + result.notes()
+
+
 def convert(subject: Subject, recipe: QuantRecipe, opset: int | None = None, batch: int | None = None,
             allow_flex: bool = False) -> Converted:
+    """The file's bytes; the recipe's weight algorithms (if any) run on the Keras model first (see ``prepare``)."""
+    subject, _, algo_notes = prepare(subject, recipe)
+    recipe = recipe.without_weight_algos()
     recipe, notes = _keep_raw_normalizers_float(subject, recipe)
+    notes = algo_notes + notes
     converted = _convert(subject, recipe, opset, batch, allow_flex)
     converted.notes[:0] = notes
     return converted
@@ -206,6 +240,8 @@ def _convert(subject: Subject, recipe: QuantRecipe, opset, batch, allow_flex) ->
 
 #: the source model's own results, shared by its exports: its unrolled copy, its outputs and its task metric
 _SOURCE = ModelMemo()
+#: the weight algorithms' results for the source model (a memo of its own: the others move on to the result's model)
+_WEIGHT_ALGOS = ModelMemo()
 
 
 def source_metric(subject: Subject) -> float | None:
@@ -284,8 +320,13 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
         raise UserError(f"output {out} must end in {SUFFIX[recipe.format]} for {recipe.format}")
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be a positive integer or 'dynamic', got {batch}")
-    converted = convert(subject, recipe, opset, batch, allow_flex)
-    meta = metadata.describe(subject.model, subject, recipe, (chain or []) + [str(recipe)])
+    source = subject
+    subject, algos, _ = prepare(source, recipe)
+    converted = convert(source, recipe, opset, batch, allow_flex)
+    steps = algos.ran if algos else []
+    meta = metadata.describe(subject.model, source, recipe, (chain or []) + steps + [str(recipe.without_weight_algos())])
+    if algos is not None:
+        meta["weight_algos"] = algos.record()
     meta["batch"] = converted.batch
     meta["notes"] = converted.notes
     data = converted.data
@@ -300,7 +341,10 @@ def export(subject: Subject, recipe: QuantRecipe, out: Path, *, opset: int | Non
             candidate = Path(tmp) / out.name
             candidate.write_bytes(data)
             write_json(Path(str(candidate) + ".json"), meta)
-            validation = validate(subject, candidate, recipe, max_drop, baseline)
+            # the accuracy gate judges against the model given (QAT's baseline), else the model before the weight
+            # algorithms changed it: what the user would otherwise ship
+            original = baseline if baseline is not None else (source.model if source is not subject else None)
+            validation = validate(subject, candidate, recipe, max_drop, original)
     if validation is not None:  # the sweep reuses metric_export when it would score this file on the same runtime
         meta["validation"] = {**validation.record(), "file_sha256": hashlib.sha256(data).hexdigest()}
     failed = validation is not None and not validation.passed

@@ -9,8 +9,12 @@ from compress.techniques.channels import _graph, channel_support
 from compress.techniques.clustering import cluster_support
 from compress.techniques.pruning import prune_support
 from compress.techniques.qat import _follows_annotated_conv, q8, qat_support
+from compress.techniques.weight_algos.cle import verdicts as cle_verdicts
+from compress.techniques.weight_algos.common import verdicts as kernel_verdicts
 
-TECHNIQUES = ("prune", "2:4", "channel", "cluster", "qat")
+TECHNIQUES = ("prune", "2:4", "channel", "cluster", "qat", "cle", "adaround", "bias-correction")
+#: the weight algorithms' columns (run before an int8 export: --weight-algos)
+WEIGHT_ALGOS = ("cle", "adaround", "bias-correction")
 
 
 @dataclass
@@ -27,6 +31,8 @@ def preflight(model, clusters: int = 16) -> list[Row]:
     registry = q8.Default8BitQuantizeRegistry()
     quantized: set = set()
     rows = []
+    algos = {"cle": cle_verdicts(model), "adaround": kernel_verdicts(model),
+             "bias-correction": kernel_verdicts(model, need_bias=True)}
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -49,6 +55,8 @@ def preflight(model, clusters: int = 16) -> list[Row]:
             for technique in ("prune", "2:4", "channel", "cluster"):
                 row.verdicts[technique] = "no weights"
         row.verdicts["qat"] = q_reason
+        for technique in WEIGHT_ALGOS:
+            row.verdicts[technique] = algos[technique].get(layer.name, "no weights")
         rows.append(row)
     return rows
 

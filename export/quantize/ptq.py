@@ -8,17 +8,21 @@ activations, int8 weights). ONNX Runtime: ``dynamic`` and static ``int8`` (per-c
 weights; MinMax, Entropy or Percentile calibration; QDQ or QOperator with int8 or uint8 activations, by
 default the fastest accurate one on this host: see ``export.quantize.int8_choice``). ``exclude`` keeps the named layers (or
 op types) in float: TFLite through the MLIR quantizer's deny lists, ONNX through ``nodes_to_exclude``.
+``weight_algos`` names post-training weight algorithms (cross-layer equalization, AdaRound, bias correction: see
+``compress.techniques.weight_algos``) that the exporter runs on the Keras model before converting it.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from models.spec import Inputs, n_samples, take
+
+from compress.techniques import weight_algos
 
 from export.quantize.int8_choice import AUTO, CHOICES, flavour
 
@@ -42,6 +46,8 @@ class QuantRecipe:
     exclude: tuple = ()
     #: ONNX static int8 flavour: "auto" (measured per host and model family) or e.g. "qdq-u8s8"
     onnx_int8: str = "auto"
+    #: post-training weight algorithms run on the Keras model first, in their own order (weight_algos.ALGOS)
+    weight_algos: tuple = ()
 
     def __post_init__(self):
         if self.format not in MODES:
@@ -61,6 +67,10 @@ class QuantRecipe:
         if self.onnx_int8 != AUTO and (self.format, self.mode) != ("onnx", "int8"):
             raise ValueError(f"the ONNX int8 flavour {self.onnx_int8} applies to onnx int8 only, "
                              f"not {self.format} {self.mode}")
+        object.__setattr__(self, "weight_algos", weight_algos.parse(self.weight_algos))
+        if self.weight_algos and self.mode not in ("int8", "16x8"):
+            raise ValueError(f"weight algorithms ({', '.join(self.weight_algos)}) prepare a model for int8 weights "
+                             f"from calibration data: they need int8 or 16x8, not {self.format} {self.mode}")
         if not self.per_channel and self.format != "onnx":
             raise ValueError("per-tensor weights apply to onnx only (TFLite picks per-channel for convolutions)")
         if self.exclude and (self.mode in ("fp32", "float16") or (self.format, self.mode) in (("tflite", "dynamic"),
@@ -89,7 +99,13 @@ class QuantRecipe:
             extra.append(self.onnx_int8)
         if self.exclude:
             extra.append("float: " + ",".join(self.exclude))
+        if self.weight_algos:
+            extra.append("+".join(self.weight_algos))
         return f"{self.format}({', '.join([self.mode] + extra)})"
+
+    def without_weight_algos(self) -> "QuantRecipe":
+        """The conversion step alone (what a file's chain names after the weight algorithms' own steps)."""
+        return replace(self, weight_algos=())
 
 
 def _samples(calibration: Inputs, input_names: list[str]):
