@@ -21,6 +21,7 @@ from tf2onnx import constants
 
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
+from models.native import serving_of
 from models.spec import Inputs
 
 from export.onnx_rewrites import rewrite
@@ -63,15 +64,27 @@ def fp32_graph(model, opset: int = DEFAULT_OPSET, batch: int | None = None) -> b
     cached = _FP32.setdefault(model, {})
     key = (opset, batch, _weights_digest(model))
     if key not in cached:
-        signature = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
-                     for t, name in zip(model.inputs, input_names(model))]
+        serving = serving_of(model)
+        if serving is not None:  # a Keras 3 graph served as it is: convert the function model.export traces
+            signature = serving.tensor_specs(batch)
+
+            def from_source():
+                proto, _ = tf2onnx.convert.from_function(serving.function(batch), input_signature=signature,
+                                                         opset=opset)
+                return _outputs_ordered(proto, serving.output_names)
+        else:
+            signature = [tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=name)
+                         for t, name in zip(model.inputs, input_names(model))]
+
+            def from_source():
+                return tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)[0]
         try:
             with quiet_stderr():
                 try:
                     with _optimizer_errors_raised():
-                        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+                        proto = from_source()
                 except Exception:  # an optimizer pass failed: tf2onnx's default skips that pass and goes on
-                    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+                    proto = from_source()
         except Exception as e:
             raise UserError(f"tf2onnx conversion failed: {(str(e).strip().splitlines() or [''])[0][:300]}") from None
         finally:
@@ -79,6 +92,18 @@ def fp32_graph(model, opset: int = DEFAULT_OPSET, batch: int | None = None) -> b
         cached.clear()  # only the latest weights' graph is worth keeping
         cached[key] = check(rewrite(proto.SerializeToString())[0])
     return cached[key]
+
+
+def _outputs_ordered(proto, names: list[str]):
+    """The graph's outputs in the model's order (tf2onnx lists a function's named outputs sorted by name)."""
+    by_name = {o.name: o for o in proto.graph.output}
+    if set(by_name) == set(names):
+        ordered = [onnx.ValueInfoProto() for _ in names]
+        for copy, name in zip(ordered, names):
+            copy.CopyFrom(by_name[name])
+        del proto.graph.output[:]
+        proto.graph.output.extend(ordered)
+    return proto
 
 
 _ENV_LOCK = threading.Lock()

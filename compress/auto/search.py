@@ -174,6 +174,8 @@ class _Search:
             if self.subject.keras == "savedmodel":
                 meta = {"key": key, "reason": f"{technique.step} needs Keras layers; this SavedModel has none "
                                               "(pass the .keras file)"}
+            elif self.subject.techniques_refused():
+                meta = {"key": key, "reason": self.subject.techniques_refused(technique.step)}
             else:
                 try:
                     model, outcome = technique.apply(self.subject.model, self.plan)
