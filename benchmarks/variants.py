@@ -75,6 +75,9 @@ def _pruned(subject: Subject, work: Path) -> Path:
     path = artifact_path(by_name("pruned"), subject, work)
     if path.exists():
         return path
+    refused = subject.techniques_refused()
+    if refused:
+        raise VariantUnavailable(refused)
     from compress.techniques.finetune import for_spec  # deferred: compress.techniques.finetune loads TensorFlow
     from compress.techniques.pruning import prune  # deferred: compress.techniques.pruning loads TensorFlow
 

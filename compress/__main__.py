@@ -82,6 +82,7 @@ def _qat(args):
     out = console()
     with out.status(f"preparing {args.model}..."):
         subject = common.load_subject(args)
+        common.refuse_techniques(subject)
         plan = common.finetune_plan(args, subject)
     for line in subject.describe():
         out.print(line)
@@ -233,6 +234,12 @@ def _preflight(args):
     else:
         subject = common.load_subject(args)
         model, name = subject.model, subject.name
+        refused = subject.techniques_refused()
+        if refused:  # nothing per layer to tell: the model has no tf_keras layers
+            for line in subject.describe():
+                out.print(line)
+            out.print(f"no technique applies: {refused}")
+            return
         tuning = for_spec(subject.spec, {}, subject.splits).describe()
     rows = preflight(model, clusters=args.clusters)
     notes: dict[str, int] = {}

@@ -79,6 +79,13 @@ def load_subject(args):
     return resolve(Source.from_args(args))
 
 
+def refuse_techniques(subject) -> None:
+    """One line and exit 2 when tfmot's techniques cannot run on the model (a Keras 3 graph served as it is)."""
+    refused = subject.techniques_refused()
+    if refused:
+        raise UserError(refused)
+
+
 def finetune_plan(args, subject):
     """The fine-tuning plan on the subject's training data (zoo split or --data), or one-shot with the reason."""
     from compress.techniques import finetune  # deferred: compress.techniques.finetune loads TensorFlow
@@ -104,6 +111,7 @@ def apply_technique(args, out, doing: str, technique):
 
     with out.status(f"preparing {args.model}..."):
         subject = load_subject(args)
+        refuse_techniques(subject)
         plan = finetune_plan(args, subject)
     for line in subject.describe():
         out.print(line)

@@ -2,13 +2,17 @@
 
     python examples/user_models.py DIR   # writes DIR/{keras3_cnn,tabular,custom,layer_norm_mlp_keras3}.keras, their
                                          # .npz data, user_layers.py
+    python examples/user_models.py DIR --keras3-graphs   # the Keras 3 graphs below the bridge cannot rebuild
 
 - ``keras3_cnn``: a Keras 3 (``import keras``) CNN on raw 0..255 pixels with a Rescaling layer and gelu/swish.
 - ``tabular``: a tf_keras model on raw-scaled tabular features with an adapted Normalization layer.
 - ``custom_layer``: a tf_keras model with the user's own layer (with weights), defined in ``CUSTOM_LAYER_CODE``.
 - ``layer_norm_mlp``: Keras 3 or tf_keras; raw tabular features through Normalization, mish, LayerNormalization,
   selu and Dropout (its 16x8 TFLite file once aborted LiteRT; see export/rewrites.py).
-Each returns (model path, data path); data is an .npz with x and y.
+- Keras 3 graphs the tf_keras bridge cannot rebuild (served as Keras 3 traces them): ``mobilenet_v3_small``,
+  ``transformer_block`` (``a + b`` residuals), ``ops_graph`` (keras.ops between layers), ``keras3_custom_layer`` (a
+  Keras 3 layer of the user's own, in ``KERAS3_LAYER_CODE``), ``bert_tiny`` (keras_hub's BertBackbone; needs keras-hub).
+Each returns (model path, data path); data is an .npz with x and y (named inputs for bert_tiny).
 """
 from __future__ import annotations
 
@@ -140,13 +144,135 @@ def layer_norm_mlp(directory: Path, keras_flavour: str = "keras3", n: int = 2000
     return _fit_and_save(model, x, y, epochs, Path(directory) / f"layer_norm_mlp_{keras_flavour}")
 
 
+# ------------------------------------------------- Keras 3 graphs the tf_keras bridge cannot rebuild (served as is)
+
+KERAS3_LAYER_CODE = textwrap.dedent('''
+    import keras
+
+    @keras.saving.register_keras_serializable(package="user3")
+    class GatedDense(keras.layers.Layer):
+        """A Keras 3 dense layer with a learned sigmoid gate (the user's own Keras 3 layer)."""
+
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform")
+            self.gate = self.add_weight(shape=(self.units,), initializer="zeros")
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.kernel) * keras.ops.sigmoid(self.gate)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+''')
+
+
+def _random_images(n: int, size: int = 32, classes: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, size, size, 3)).astype("float32"), rng.integers(0, classes, n)
+
+
+def mobilenet_v3_small(directory: Path, n: int = 64, epochs: int = 1) -> tuple[Path, Path]:
+    """keras.applications.MobileNetV3Small (32x32, no weights): its hard_sigmoid writes keras.ops nodes."""
+    import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+
+    keras.utils.set_random_seed(0)
+    x, y = _random_images(n)
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10)
+    return _fit_and_save(model, x, y, epochs, Path(directory) / "mobilenet_v3_small")
+
+
+def ops_graph(directory: Path, n: int = 64, epochs: int = 1) -> tuple[Path, Path]:
+    """A functional graph with ``+``, ``*``, ``keras.ops.mean`` and a ``keras.ops.reshape`` between layers."""
+    import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+
+    keras.utils.set_random_seed(0)
+    x, y = _random_images(n)
+    inputs = keras.Input((32, 32, 3), name="image")
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    b = keras.layers.Conv2D(8, 1)(inputs)
+    h = (a + b) * keras.layers.Activation("sigmoid")(b)
+    h = keras.ops.mean(h, axis=(1, 2))
+    h = keras.ops.reshape(h, (-1, 2, 4))
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(10, activation="softmax")(h)
+    return _fit_and_save(keras.Model(inputs, outputs), x, y, epochs, Path(directory) / "ops_graph")
+
+
+def transformer_block(directory: Path, n: int = 64, epochs: int = 1, length: int = 16, dim: int = 32,
+                      ) -> tuple[Path, Path]:
+    """A small transformer encoder block whose residuals are ``a + b`` between layers."""
+    import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((n, length, dim)).astype("float32"), rng.integers(0, 4, n)
+    inputs = keras.Input((length, dim), name="tokens")
+    h = keras.layers.LayerNormalization()(inputs)
+    h = inputs + keras.layers.MultiHeadAttention(num_heads=2, key_dim=dim // 2)(h, h)
+    f = keras.layers.Dense(dim * 2, activation="gelu")(keras.layers.LayerNormalization()(h))
+    h = h + keras.layers.Dense(dim)(f)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    outputs = keras.layers.Dense(4, activation="softmax")(h)
+    return _fit_and_save(keras.Model(inputs, outputs), x, y, epochs, Path(directory) / "transformer_block")
+
+
+def keras3_custom_layer(directory: Path, n: int = 64, epochs: int = 1) -> tuple[Path, Path, Path]:
+    """(model path, data path, the .py file defining its Keras 3 layer): a layer of the user's own, in Keras 3."""
+    from models.loading import import_custom_objects
+
+    import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+
+    code = Path(directory) / "user_layers_keras3.py"
+    code.write_text(KERAS3_LAYER_CODE)
+    namespace = import_custom_objects(str(code))  # as --custom-objects does: the same module in this process
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((n, 6)).astype("float32"), rng.integers(0, 2, n)
+    inputs = keras.Input((6,))
+    h = namespace["GatedDense"](8, name="gated_dense")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    return (*_fit_and_save(keras.Model(inputs, outputs), x, y, epochs, Path(directory) / "keras3_custom"), code)
+
+
+def bert_tiny(directory: Path, n: int = 64, epochs: int = 1, length: int = 16) -> tuple[Path, Path]:
+    """keras_hub's BertBackbone at its smallest with a Dense head (needs keras-hub): a subclassed Keras 3 model."""
+    import keras  # Keras 3, whatever TF_USE_LEGACY_KERAS says
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=length)
+    names = ("token_ids", "segment_ids", "padding_mask")
+    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in names}
+    outputs = keras.layers.Dense(2, activation="softmax")(backbone(inputs)["pooled_output"])
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 100, (n, length)).astype("int32")
+    x = {"token_ids": tokens, "segment_ids": np.zeros_like(tokens), "padding_mask": np.ones_like(tokens)}
+    y = (tokens[:, 0] > 50).astype("int64")
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    path, data = Path(directory) / "bert_tiny.keras", Path(directory) / "bert_tiny.npz"
+    model.save(path)
+    np.savez(data, y=y, **x)
+    return path, data
+
+
 if __name__ == "__main__":
     import os
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "demo")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    out = Path(args[0] if args else "demo")
     out.mkdir(parents=True, exist_ok=True)
-    for made in (keras3_cnn(out), tabular(out), custom_layer(out), layer_norm_mlp(out)):
-        print(" ".join(str(p) for p in made))
+    if "--keras3-graphs" in sys.argv:  # Keras 3 graphs the tf_keras bridge cannot rebuild
+        makers = [mobilenet_v3_small, transformer_block, ops_graph, keras3_custom_layer, bert_tiny]
+    else:
+        makers = [keras3_cnn, tabular, custom_layer, layer_norm_mlp]
+    for make in makers:
+        print(" ".join(str(p) for p in make(out)))

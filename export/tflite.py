@@ -5,6 +5,7 @@ import tempfile
 
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
+from models.native import savedmodel_dir, serving_of
 from models.spec import Inputs
 
 from export.memo import ModelMemo
@@ -31,7 +32,15 @@ def _saved_model(model, batch: int | None):
     """``model`` (with its batch axis fixed to ``batch``) traced and saved once, as ``from_keras_model`` does on
     every call (its SavedModel path); None when saving fails (the converter then freezes the Keras model)."""
 
+    serving = serving_of(model)
+
     def save():
+        if serving is not None:  # a Keras 3 graph served as it is: the SavedModel model.export writes
+            try:
+                with quiet_stderr():
+                    return savedmodel_dir(serving, batch)
+            except Exception as e:  # noqa: BLE001 - no tf_keras model to fall back on
+                raise UserError(f"Keras 3 cannot save its traced function for TFLite: {_first_error(str(e))}") from None
         source = with_static_batch(model, batch) if batch else model
         tmp = tempfile.TemporaryDirectory(prefix="ct-tflite-")
         try:
@@ -50,8 +59,10 @@ def _converter(model, batch: int | None):
     if saved is not None:
         try:
             converter = tf.lite.TFLiteConverter.from_saved_model(saved.name)
-        except Exception:  # noqa: BLE001 - a graph that saves but does not load back: convert from Keras
-            pass
+        except Exception as e:  # noqa: BLE001 - a graph that saves but does not load back: convert from Keras
+            if serving_of(model) is not None:
+                raise UserError(f"TFLite cannot read the SavedModel of the Keras 3 function: {_first_error(str(e))}") \
+                    from None
         else:
             _as_from_keras(converter)
             return converter

@@ -162,9 +162,8 @@ def _tf_layer(layer, tfk):
     module = type(layer).__module__
     name = type(layer).__name__
     if not module.startswith("keras."):
-        raise BridgeError(f"layer {layer.name!r} is a custom Keras 3 class ({module}.{name}); tfmot and the "
-                          "exporters need tf_keras, which cannot run Keras 3 layer code: write the layer with "
-                          "tf_keras (import tf_keras as keras) and pass it with --custom-objects")
+        raise BridgeError(f"layer {layer.name!r} is a Keras 3 class of the user's own ({module}.{name}), whose "
+                          "code tf_keras cannot run")
     cls = getattr(tfk.layers, name, None)
     if cls is None:
         raise BridgeError(f"layer {layer.name!r} ({name}) has no tf_keras counterpart")
@@ -210,6 +209,19 @@ def _graph(model):
     return model, config
 
 
+def _refuse_ops(config: dict, by_name: dict) -> None:
+    """BridgeError naming the first keras.ops call between layers (``a + b``, ``keras.ops.mean``): a graph node
+    that is an operation, not a layer, which tf_keras has nothing to rebuild from."""
+    ops = [entry for entry in config["layers"] if entry["name"] not in by_name]
+    if ops:
+        first = ops[0]
+        module = str(first.get("module") or "")
+        where = "keras.ops" if module.startswith("keras.src.ops") or module.startswith("keras.ops") else module
+        more = f" (1 of {len(ops)} such nodes)" if len(ops) > 1 else ""
+        raise BridgeError(f"node {first['name']!r} is a {where} {first['class_name']} call between layers{more}, "
+                          "which tf_keras has no layer for")
+
+
 def to_tf_keras(model, check: bool = True, inputs=None):
     """Rebuild a Keras 3 Sequential/functional model in tf_keras with the same weights (checked by parity)."""
     from models.backend import keras as tfk  # deferred: models.backend loads TensorFlow
@@ -217,11 +229,14 @@ def to_tf_keras(model, check: bool = True, inputs=None):
     k3 = keras3()
     functional, config = _graph(model)
     by_name = {layer.name: layer for layer in functional.layers}
+    _refuse_ops(config, by_name)
     made, outputs = {}, {}
 
     def tensor(obj):
         if isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__":
             layer_name, node, index = obj["config"]["keras_history"]
+            if (layer_name, node) not in outputs:
+                raise BridgeError(f"node {layer_name!r} (call {node}) feeds a layer but was not rebuilt in tf_keras")
             return outputs[(layer_name, node)][index]
         if isinstance(obj, list):
             return [tensor(v) for v in obj]
@@ -249,6 +264,9 @@ def to_tf_keras(model, check: bool = True, inputs=None):
             spec = list(spec.values())
         if spec and isinstance(spec[0], str):  # one [name, node, index]
             spec = [spec]
+        missing = [n for n, node, _ in spec if (n, node) not in outputs]
+        if missing:
+            raise BridgeError(f"the model's input/output node {missing[0]!r} was not rebuilt in tf_keras")
         return [outputs[(n, node)][i] for n, node, i in spec]
 
     ins, outs = ends(config["input_layers"]), ends(config["output_layers"])

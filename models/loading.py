@@ -14,7 +14,8 @@ from pathlib import Path
 
 from models import registry, safety
 from models.errors import UserError
-from models.keras3 import is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
+from models.keras3 import BridgeError, is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
+from models.native import served_as_tf_keras
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
@@ -22,6 +23,9 @@ MAX_CONFIG_BYTES = 64 << 20  # a model's config.json / model_config: anything bi
 #: model files' ``--custom-objects``, for the child processes of a sweep (builders, measurement workers)
 CUSTOM_OBJECTS_ENV = "CT_CUSTOM_OBJECTS"
 UNSAFE_HINT = "pass --unsafe only if you trust the file"
+#: Keras libraries whose classes a safe-mode file may name without --custom-objects when the library is installed:
+#: code the user installed and chose, not code carried by the file (only classes the library registers with Keras)
+INSTALLED_LIBRARIES = {"keras_hub": "keras-hub"}
 
 _ZIP, _HDF5 = b"PK\x03\x04", b"\x89HDF\r\n\x1a\n"
 _OTHER_FORMATS = [(4, b"TFL3", "a TFLite model"), (0, b"SQLite format 3\x00", "an SQLite database"),
@@ -65,8 +69,24 @@ def _module_allowed(module: str, class_name: str, registered_name, trusted=()) -
         return True
     from models.backend import keras  # deferred: models.backend loads TensorFlow
 
-    obj = keras.saving.get_registered_object(registered_name) if isinstance(registered_name, str) else None
-    return obj is not None and getattr(obj, "__module__", None) == module
+    if not isinstance(registered_name, str):
+        return False
+    if module.split(".")[0] in INSTALLED_LIBRARIES and not _import_library(module.split(".")[0]):
+        return False
+    for registry_ in (keras.saving, keras3().saving):  # tf_keras' and Keras 3's registries
+        obj = registry_.get_registered_object(registered_name)
+        if obj is not None and getattr(obj, "__module__", None) == module:
+            return True
+    return False
+
+
+def _import_library(name: str) -> bool:
+    """Import an installed Keras library (its classes register themselves with Keras 3); False if not installed."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def _scan_config(config, path: Path, trusted=()) -> None:
@@ -106,6 +126,10 @@ def _scan_config(config, path: Path, trusted=()) -> None:
                 module, str(class_name), registered, trusted):
             inner = node.get("config")
             name = inner if class_name == "function" and isinstance(inner, str) else class_name
+            library = module.split(".")[0]
+            if library in INSTALLED_LIBRARIES and not _import_library(library):
+                raise UserError(f"{path} uses {module}.{name} from {library}, which is not installed here "
+                                f"(pip install {INSTALLED_LIBRARIES[library]})")
             _refuse(path, f"a reference to the Python object {module}.{name}, which is neither part of Keras "
                           "nor registered here (if it is your own layer, pass the code that defines it with "
                           "--custom-objects FILE.py)")
@@ -225,9 +249,10 @@ def _weights_read_at_once():
 class Loaded:
     """A model file as the toolkit works on it: a tf_keras model, and the Keras that wrote the file."""
 
-    model: object  # tf_keras (a Keras 3 model is bridged; see models/keras3.py)
-    keras: str  # "tf_keras" | "keras3"
-    original: object = None  # the Keras 3 model itself, when bridged
+    model: object  # tf_keras (a Keras 3 model is bridged, see models/keras3.py, or served, see models/native.py)
+    keras: str  # "tf_keras" | "keras3" (bridged) | "keras3_native" (served as Keras 3 traces it) | "savedmodel"
+    original: object = None  # the Keras 3 model itself, when bridged or served
+    why_native: str = ""  # why the bridge could not rebuild it ("keras3_native")
 
 
 def load_keras(path: str | Path, unsafe: bool = False, custom_objects: dict | None = None):
@@ -328,7 +353,17 @@ def _load_keras3(path: Path, unsafe: bool, custom_objects: dict, is_savedmodel: 
         raise _load_error(path, e) from None
     if not isinstance(model, k3.Model):
         raise UserError(f"cannot load {path} as a Keras model: it holds a {type(model).__name__}, not a model")
-    return Loaded(to_tf_keras(model, inputs=parity_inputs), "keras3", model)
+    try:
+        return Loaded(to_tf_keras(model, inputs=parity_inputs), "keras3", model)
+    except Exception as e:  # any graph the bridge cannot rebuild: the model is served as Keras 3 traces it
+        why = _first_line(e) if isinstance(e, BridgeError) else f"{type(e).__name__}: {_first_line(e)}"
+    try:
+        with quiet_stderr():
+            served = served_as_tf_keras(model, why)
+    except Exception as e:  # nor can Keras 3 trace it: one line naming both causes
+        raise BridgeError(f"cannot take {path}: the tf_keras bridge cannot rebuild it ({why}), and Keras 3 cannot "
+                          f"trace it for serving ({_first_line(e)})") from None
+    return Loaded(served, "keras3_native", model, why)
 
 
 def import_custom_objects(ref: str | None) -> dict:

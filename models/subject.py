@@ -71,6 +71,19 @@ class Subject:
     custom_objects: dict = field(default_factory=dict)
     #: the evaluation split is a hold-out of --data, which may be the data the model was trained on
     holdout_of_data: bool = False
+    why_native: str = ""  # keras "keras3_native": why the tf_keras bridge could not rebuild the Keras 3 graph
+
+    def techniques_refused(self, step: str | None = None) -> str | None:
+        """Why techniques built on tfmot (pruning, clustering, channel pruning, QAT) cannot run on this model, in
+        one line (None: they can try); with ``step``, the shorter form for one candidate of a search."""
+        if self.keras != "keras3_native":
+            return None
+        if step:
+            return (f"not tried: {step} needs tf_keras layers (tfmot), and the tf_keras bridge cannot rebuild this "
+                    f"Keras 3 graph ({self.why_native})")
+        return (f"{self.path.name} is a Keras 3 graph the tf_keras bridge cannot rebuild ({self.why_native}); "
+                "pruning, clustering, channel pruning and QAT need tf_keras layers (tfmot works on nothing else): "
+                "export, quantize and benchmarks take the model as it is")
 
     @property
     def metric(self) -> Metric | None:
@@ -191,6 +204,11 @@ def _user_file(src: Source) -> Subject:
     if loaded.keras == "keras3":
         notes.append(f"{path.name}: written by Keras 3 (keras {keras3().__version__}); bridged to tf_keras for the "
                      "toolkit (outputs checked equal), Keras results are written back as Keras 3 files")
+    elif loaded.keras == "keras3_native":
+        notes.append(f"{path.name}: written by Keras 3 (keras {keras3().__version__}); served as Keras 3 traces it "
+                     f"(its model.export function), because the tf_keras bridge cannot rebuild it: "
+                     f"{loaded.why_native}; exports, quantization and benchmarks work on it, techniques that need "
+                     "tf_keras layers (tfmot) do not")
     elif loaded.keras == "savedmodel":
         notes.append(f"{path.name}: a SavedModel without Keras layers (e.g. Keras 3's model.export), called through "
                      "its serving signature: exports and benchmarks work; pruning, clustering and QAT need the "
@@ -199,23 +217,28 @@ def _user_file(src: Source) -> Subject:
         notes.append(f"{path.name}: a tf_keras model")
     if custom:
         notes.append(f"custom objects from {src.custom_objects}: {', '.join(sorted(custom))}")
+    elif src.custom_objects:
+        notes.append(f"custom objects: imported {src.custom_objects} (it registers its own Keras classes)")
+    # what declares the inputs' ranges and the output activation: the Keras 3 model itself when it is served as is
+    layered = loaded.original if loaded.keras == "keras3_native" and getattr(loaded.original, "outputs", None) \
+        else model
     if src.data:
         splits, data_from = _user_splits(src, model)
     elif src.metric:
         raise UserError(f"--metric {src.metric} needs labelled data: pass --data FILE (an .npz with x and y, a .csv "
                         "with --label, or an image folder)")
     else:
-        splits, data_from = _synthetic_splits(model, src.seed)
+        splits, data_from = _synthetic_splits(model, src.seed, layered)
     compiled = compile_config(path)
     loss = _loss_of(model, compiled)
     spec = ModelSpec(name=path.stem, seed_doc="", task="user model", build=_no_build, load_data=_no_build,
                      metric=None, quality_bar=math.nan, config={}, tiny={}, loss=loss,
                      trainable=loss is not None, labels=_class_names(src), notes=str(path))
-    spec, metric_from = _with_metric(spec, src.metric, model, compiled, splits)
+    spec, metric_from = _with_metric(spec, src.metric, layered, compiled, splits)
     lr = _adam_lr(compiled)
     return Subject(path.stem, model, path, spec, {"lr": lr} if lr else {}, splits, src.seed, keras=loaded.keras,
                    data_from=data_from, metric_from=metric_from, notes=notes, custom_objects=custom,
-                   holdout_of_data=bool(src.data and not src.eval_data))
+                   holdout_of_data=bool(src.data and not src.eval_data), why_native=loaded.why_native)
 
 
 #: optimizers whose learning rate means what it means to Adam (what fine-tuning runs): only theirs is reused
@@ -300,11 +323,14 @@ def _user_splits(src: Source, model) -> tuple[Splits, str]:
     return Splits(train, empty, evaluation), how
 
 
-def _synthetic_splits(model, seed: int) -> tuple[Splits, str]:
+def _synthetic_splits(model, seed: int, layered=None) -> tuple[Splits, str]:
+    """Synthetic inputs for ``model``'s signature, in the ranges the first layers of ``layered`` (default: the
+    model) declare."""
     signature = signature_of(model)
-    train = Split(synthetic_inputs(model, signature, SYNTHETIC_CALIBRATION, seed), None)
-    test = Split(synthetic_inputs(model, signature, SYNTHETIC_EVAL, seed + 1), None)
-    ranges = "; ".join(f"{s.name}: {describe_range(model, s)}" for s in signature)
+    layered = model if layered is None else layered
+    train = Split(synthetic_inputs(layered, signature, SYNTHETIC_CALIBRATION, seed), None)
+    test = Split(synthetic_inputs(layered, signature, SYNTHETIC_EVAL, seed + 1), None)
+    ranges = "; ".join(f"{s.name}: {describe_range(layered, s)}" for s in signature)
     return Splits(train, train.head(0), test), (
         f"no --data: calibration and checks use synthetic inputs ({ranges}); the accuracy is unknown, "
         "--data FILE fixes it")

@@ -175,6 +175,8 @@ class _Search:
             if self.subject.keras == "savedmodel":
                 meta = {"key": key, "reason": f"{technique.step} needs Keras layers; this SavedModel has none "
                                               "(pass the .keras file)"}
+            elif self.subject.techniques_refused():
+                meta = {"key": key, "reason": self.subject.techniques_refused(technique.step)}
             else:
                 from models.training import seed_everything  # deferred: models.training loads TensorFlow
 
