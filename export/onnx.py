@@ -21,7 +21,7 @@ from tf2onnx import constants
 
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
-from models.native import serving_of
+from models.engines.native import serving_of
 from models.spec import Inputs
 
 from export.onnx_rewrites import rewrite

@@ -5,7 +5,7 @@ import tempfile
 
 from models.backend import quiet_stderr, tf
 from models.errors import UserError
-from models.native import savedmodel_dir, serving_of
+from models.engines.native import savedmodel_dir, serving_of
 from models.spec import Inputs
 
 from export.memo import ModelMemo

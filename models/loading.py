@@ -14,8 +14,8 @@ from pathlib import Path
 
 from models import registry, safety
 from models.errors import UserError
-from models.keras3 import BridgeError, is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
-from models.native import served_as_tf_keras
+from models.engines.keras3 import BridgeError, is_own_activation, keras3, savedmodel_as_tf_keras, to_tf_keras, written_by
+from models.engines.native import served_as_tf_keras
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 EXPORTED_SUFFIXES = {".onnx": "an exported ONNX model", ".tflite": "an exported TFLite model"}
@@ -249,7 +249,7 @@ def _weights_read_at_once():
 class Loaded:
     """A model file as the toolkit works on it: a tf_keras model, and the Keras that wrote the file."""
 
-    model: object  # tf_keras (a Keras 3 model is bridged, see models/keras3.py, or served, see models/native.py)
+    model: object  # tf_keras (a Keras 3 model is bridged, see models/engines/keras3.py, or served, see models/engines/native.py)
     keras: str  # "tf_keras" | "keras3" (bridged) | "keras3_native" (served as Keras 3 traces it) | "savedmodel"
     original: object = None  # the Keras 3 model itself, when bridged or served
     why_native: str = ""  # why the bridge could not rebuild it ("keras3_native")

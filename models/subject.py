@@ -19,7 +19,7 @@ from models.artifacts import key_of, sha256_file
 from models.datasets import user_data
 from models.datasets.synthetic import describe_range, synthetic_inputs
 from models.errors import UserError
-from models.keras3 import keras3
+from models.engines.keras3 import keras3
 from models.loading import _looks_like_path, compile_config, import_custom_objects, load_model_file
 from models.spec import Metric, ModelSpec, Split, Splits, n_samples, signature_of
 

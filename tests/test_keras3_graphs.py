@@ -1,4 +1,4 @@
-"""Keras 3 graphs the tf_keras bridge cannot rebuild are served as Keras 3 traces them (models/native.py).
+"""Keras 3 graphs the tf_keras bridge cannot rebuild are served as Keras 3 traces them (models/engines/native.py).
 
 MobileNetV3Small (its hard_sigmoid writes keras.ops Add/Multiply nodes), a functional graph with ``+``, ``*``,
 ``keras.ops.mean`` and a reshape between layers, keras_hub's BertBackbone (a subclassed model, loaded in safe mode
@@ -44,7 +44,7 @@ def _inputs(data, n=16):
 
 
 def _keras3_outputs(path, x):
-    from models.keras3 import keras3
+    from models.engines.keras3 import keras3
 
     if HAS_KERAS_HUB:
         import keras_hub  # noqa: F401  (registers its classes, as the loader does)
@@ -52,7 +52,7 @@ def _keras3_outputs(path, x):
 
 
 def test_the_bridge_names_the_op_node_instead_of_a_key_error(graphs):
-    from models.keras3 import BridgeError, keras3, to_tf_keras
+    from models.engines.keras3 import BridgeError, keras3, to_tf_keras
 
     model = keras3().saving.load_model(graphs["ops"][0])
     with pytest.raises(BridgeError, match=r"node '\w+' is a keras.ops Add call between layers \(1 of \d+ such"):
@@ -209,7 +209,7 @@ def test_the_fp32_onnx_file_is_the_size_of_keras3s_own_export(graphs, cli, tmp_p
     are not stored (they were 13% of a small transformer block's file)."""
     import onnx
 
-    from models.keras3 import keras3
+    from models.engines.keras3 import keras3
 
     path, data = graphs["ops"]
     out = tmp_path / "m.onnx"

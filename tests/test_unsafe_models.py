@@ -27,7 +27,7 @@ from models.safety import layer_refusal, savedmodel_refusal
 def _fresh_layer_names():
     """Models built here must not shift the layer names (conv2d_3...) that later tests in the session expect."""
     yield
-    from models.keras3 import keras3
+    from models.engines.keras3 import keras3
 
     tfk.backend.clear_session()
     keras3().backend.clear_session()
@@ -108,7 +108,7 @@ def _small_tf_keras():
 
 
 def _small_keras3():
-    from models.keras3 import keras3
+    from models.engines.keras3 import keras3
 
     k3 = keras3()
     inp = k3.Input((6, 3), name="x")
@@ -146,7 +146,7 @@ def test_zoo_savedmodels_hold_only_allowed_ops(name, tmp_path):
 
 def _lookup_model(impl: str, layer: str):
     if impl == "keras3":
-        from models.keras3 import keras3
+        from models.engines.keras3 import keras3
 
         K = keras3()
     else:

@@ -138,7 +138,7 @@ def test_several_inputs_a_signature_cannot_carry_are_one_line_naming_them(tmp_pa
 
 
 def test_a_result_keras3_cannot_read_back_names_the_cause_not_the_config(monkeypatch):
-    from models import keras3 as bridge
+    from models.engines import keras3 as bridge
     from models.backend import keras
 
     def refuse(*args, **kwargs):

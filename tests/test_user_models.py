@@ -27,7 +27,7 @@ def _metric_line(text: str, name: str = "accuracy") -> tuple[float, float]:
 
 
 def test_keras3_file_is_detected_and_bridged_with_parity(files):
-    from models.keras3 import keras3, written_by
+    from models.engines.keras3 import keras3, written_by
     from models.subject import resolve
 
     assert written_by(files["k3"]) == "keras3" and written_by(files["tab"]) == "tf_keras"
@@ -55,7 +55,7 @@ def test_keras3_file_exports_with_parity_and_metric(files, cli, tmp_path, fmt, m
 @pytest.mark.parametrize("technique", [["prune", "--sparsity", "0.5"], ["prune", "--structure", "2:4"],
                                        ["cluster", "--clusters", "8"], ["channel-prune", "--ratio", "0.5"]])
 def test_keras3_file_through_techniques_comes_back_as_keras3(files, cli, tmp_path, technique):
-    from models.keras3 import keras3, written_by
+    from models.engines.keras3 import keras3, written_by
 
     out = tmp_path / "result.keras"
     r = cli("compress", *technique, files["k3"], "--data", files["k3_data"], "--epochs", "1", "-o", out)
@@ -282,7 +282,7 @@ def test_benchmarks_run_on_a_file_without_data_measures_latency_only(files, cli,
 
 
 def test_keras3_model_export_savedmodel_exports_and_techniques_say_why_not(files, cli, tmp_path):
-    from models.keras3 import keras3
+    from models.engines.keras3 import keras3
 
     saved = tmp_path / "exported"
     keras3().saving.load_model(files["k3"]).export(str(saved), verbose=False)

@@ -20,7 +20,7 @@ from export.quantize.ptq import QuantRecipe
 from export.onnx import convert as onnx_convert
 from export.tflite import convert
 from models.backend import keras
-from models.keras3 import keras3
+from models.engines.keras3 import keras3
 from compress.techniques.preflight import preflight
 from compress.techniques.weight_algos import common, parse, pipeline
 from compress.techniques.weight_algos.adaround import adaround

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from models.backend import quiet_stderr
-from models.keras3 import keras3
+from models.engines.keras3 import keras3
 from models.subject import resolve
 from export.exporter import export
 from export.quantize.ptq import QuantRecipe

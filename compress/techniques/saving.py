@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 from models.artifacts import atomic_path
-from models.keras3 import save_keras3
+from models.engines.keras3 import save_keras3
 
 #: what a .keras file's entries and its metadata.json say instead of the time it was written (zip's epoch)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.backend import keras, tf
-from models.keras3 import keras3
+from models.engines.keras3 import keras3
 from models.spec import n_samples, take
 
 #: Keras class name -> how its kernel is laid out ("conv": (..., in, out); "depthwise": (kh, kw, in, multiplier),

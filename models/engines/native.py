@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from models.keras3 import BridgeError, keras3
+from models.engines.keras3 import BridgeError, keras3
 
 #: what TensorFlow accepts as a signature input name (TFLite signatures come from it; see export/rewrites.py)
 _SIGNATURE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")
