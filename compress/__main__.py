@@ -18,6 +18,7 @@ def _prune(args):
     from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
     # deferred: compress.techniques.pruning loads TensorFlow
+    from compress.techniques import magnitude
     from compress.techniques.pruning import prune, sparsity_report, verify_m_by_n
 
     m_by_n = tuple(int(v) for v in args.structure.split(":")) if args.structure else None
@@ -28,11 +29,15 @@ def _prune(args):
     what = f"{m_by_n[0]}:{m_by_n[1]} structured sparsity" if m_by_n else f"{args.sparsity:.0%} sparsity"
     subject, plan, pruned, outcome = common.apply_technique(
         args, out, f"pruning to {what}",
-        lambda model, plan: prune(model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n))
+        lambda model, plan: prune(model, plan, sparsity=args.sparsity, schedule=args.schedule, m_by_n=m_by_n),
+        native=lambda model, plan: magnitude.prune(
+            model, plan.data if plan.enabled else None, sparsity=args.sparsity, epochs=plan.epochs,
+            batch_size=plan.batch_size, lr=plan.lr, m_by_n=m_by_n, loss=plan.loss, seed=args.tune_seed))
+    native = subject.keras == "keras3_native"
     table = Table(title=f"{subject.name}: sparsity per layer")
     for col in ("layer", "weights", "zeros", "sparsity"):
         table.add_column(col)
-    for row in sparsity_report(pruned):
+    for row in (magnitude.sparsity_report(pruned) if native else sparsity_report(pruned)):
         table.add_row(row.layer, str(row.weights), str(row.zeros), f"{row.sparsity:.1%}")
     out.print(table)
     common.print_outcome(out, outcome, plan)
@@ -40,7 +45,10 @@ def _prune(args):
     common.gate(args, out, subject, pruned)
     save_result(subject, pruned, out_path)
     claim.record()
-    if m_by_n:
+    if m_by_n and native:
+        out.print(f"{m_by_n[0]}:{m_by_n[1]} pattern: "
+                  + ("verified" if magnitude.m_by_n_holds(pruned, m_by_n) else "BROKEN") + " on the pruned kernels")
+    elif m_by_n:
         saved = verify_m_by_n(out_path, m_by_n, outcome.applied)
         bad = [k for k, ok in saved.items() if not ok]
         if bad:

@@ -101,23 +101,27 @@ def finetune_plan(args, subject):
     return plan
 
 
-def apply_technique(args, out, doing: str, technique):
+def apply_technique(args, out, doing: str, technique, native=None):
     """Load MODEL and its fine-tuning plan, then ``technique(model, plan)`` from ``--seed``; one line if it cannot
-    run.
+    run. ``native(keras3_model, plan)``: the technique for a Keras 3 graph the tf_keras bridge cannot rebuild (it
+    works on the Keras 3 model itself, without tfmot); without one such a model is refused with the reason.
 
     Returns (subject, plan, new model, outcome).
     """
+    from models.engines.native import serving_of  # deferred: only the subcommand that calls this needs it
     from models.training import seed_everything  # deferred: models.training loads TensorFlow
 
     with out.status(f"preparing {args.model}..."):
         subject = load_subject(args)
-        refuse_techniques(subject)
+        serving = serving_of(subject.model) if native is not None else None
+        if serving is None:
+            refuse_techniques(subject)
         plan = finetune_plan(args, subject)
     for line in subject.describe():
         out.print(line)
     seed_everything(args.tune_seed)  # the same command and --seed give the same model (and file)
     with out.status(f"{doing} ({plan.describe()})..."):
-        model, outcome = technique(subject.model, plan)
+        model, outcome = native(serving.model, plan) if serving is not None else technique(subject.model, plan)
     if not outcome.ran:
         raise UserError(outcome.reason())
     return subject, plan, model, outcome

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress.techniques.outcome import Outcome
+from compress.techniques.pruning import LayerSparsity, is_m_by_n
 
 #: leaf layer class -> the attributes holding the weights that multiply its input (tfmot's prune_registry names)
 KERNELS: dict[str, tuple[str, ...]] = {
@@ -212,3 +213,20 @@ def prune(model, train=None, *, sparsity: float = 0.5, epochs: int = 2, batch_si
                                        f"{SCHEDULE_END:.0%} of the steps" if fine_tune else "none (one-shot)"),
                        "engine": "Keras 3 (native masks, no tfmot)"}
     return model, outcome
+
+
+def sparsity_report(model) -> list[LayerSparsity]:
+    """Zeros per pruned layer (by its path inside nested models), over the weights this module prunes."""
+    rows: dict[str, LayerSparsity] = {}
+    for t in prunable(model)[0]:
+        w = np.asarray(t.variable.numpy())
+        row = rows.setdefault(t.layer, LayerSparsity(t.layer, 0, 0))
+        row.weights += w.size
+        row.zeros += int((w == 0).sum())
+    return list(rows.values())
+
+
+def m_by_n_holds(model, m_by_n=(2, 4)) -> bool:
+    """The m:n pattern on every rank-2/4 kernel this module prunes (the ones an m:n mask could take)."""
+    return all(is_m_by_n(np.asarray(t.variable.numpy()), m_by_n) for t in prunable(model)[0]
+               if m_by_n_reason(t, m_by_n[1]) is None)

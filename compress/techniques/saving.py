@@ -47,9 +47,23 @@ def save_keras(model, path: Path) -> None:
             reproducible(tmp)
 
 
+def save_native(model, path: Path) -> None:
+    """A Keras 3 model pruned natively (a graph the bridge cannot rebuild): saved by Keras 3, without optimizer
+    state, reproducibly."""
+    import keras  # deferred: Keras 3 (TensorFlow)
+
+    if getattr(model, "optimizer", None) is not None:
+        model.compile(optimizer=keras.optimizers.Adam(), loss=model.loss)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        reproducible(tmp)
+
+
 def save_result(subject, model, path: Path) -> None:
     """Write a technique's Keras result in the Keras the user gave: a Keras 3 file gets a Keras 3 file back."""
-    if subject.keras == "keras3":
+    if subject.keras == "keras3_native":
+        save_native(model, path)
+    elif subject.keras == "keras3":
         with atomic_path(path) as tmp:
             save_keras3(model, tmp, subject.splits.test.head(16).x)
             reproducible(tmp)
