@@ -17,9 +17,9 @@ from compress import cli_common as common
 def _prune(args):
     from rich.table import Table  # deferred: only this subcommand needs it (CLI start-up)
 
-    # deferred: compress.techniques.pruning loads TensorFlow
+    # deferred: the pruning modules load TensorFlow
     from compress.techniques import magnitude
-    from compress.techniques.pruning import prune, sparsity_report, verify_m_by_n
+    from compress.techniques.pruning import prune, sparsity_report, verify_m_by_n  # deferred: loads TensorFlow
 
     m_by_n = tuple(int(v) for v in args.structure.split(":")) if args.structure else None
     tag = f"{m_by_n[0]}x{m_by_n[1]}" if m_by_n else f"{int(args.sparsity * 100)}"

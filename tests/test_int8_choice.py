@@ -12,7 +12,6 @@ from export.quantize.ptq import QuantRecipe, calibration_feeds, quantize_onnx
 
 def _graph(activation: str = "Relu", scale: float = 1.0) -> bytes:
     """x (N, 16) -> MatMul -> activation -> MatMul -> y (N, 4): a tiny fp32 graph for ONNX Runtime."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

@@ -2,16 +2,13 @@
 and the decaying rate after it recorded, small layers kept dense; technique outputs saved without optimizer state;
 and the zoo check (benchmarks.studies.prune_check) that measures it."""
 import json
-import zipfile
 
 import numpy as np
 import pytest
-
-from compress.techniques import finetune
-from benchmarks.studies import prune_check
-from compress.techniques import pruning
-from compress.techniques.saving import save_keras
 from conftest import tiny_trained
+
+from benchmarks.studies import prune_check
+from compress.techniques import finetune, pruning
 from models.backend import keras
 from models.errors import UserError
 from models.spec import Split
