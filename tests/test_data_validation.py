@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hostile import assert_one_line_error
 
-from models import user_data
+from models.datasets import user_data
 
 N = 40
 

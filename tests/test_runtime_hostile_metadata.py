@@ -15,11 +15,11 @@ import pytest
 from onnx import TensorProto, helper
 
 import ct_runtime
-from compress.ptq import QuantRecipe
+from export.quantize.ptq import QuantRecipe
 from conftest import ROOT, tiny_trained
 from ct_runtime.metadata import METADATA_KEY
 from export import exporter
-from models.loading import Subject
+from models.subject import Subject
 from test_runtime_metadata import _rewrite
 
 X = np.array([[1.0, -2.0, 3.0, -4.0], [-1.0, 2.0, -3.0, 4.0]], np.float32)

@@ -299,7 +299,9 @@ def _in_thread(fn, timeout: float):
 
 
 def test_profile_of_a_foreign_onnx_that_never_ends_is_a_timeout(tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(probe_mod, "probe", partial(probe_mod.probe, timeout=5))
+    from benchmarks.profiling import command
+
+    monkeypatch.setattr(command, "probe", partial(probe_mod.probe, timeout=5))  # the name the command calls
     path = _spinning_onnx(tmp_path / "spin.onnx")
     res = _in_thread(lambda: cli("benchmarks", "profile", path, "--runs", "1", "--out", tmp_path / "res"), 120)
     assert_one_line_error(res, "did not finish", str(path))
