@@ -53,7 +53,11 @@ def test_ops_graph_pruned_to_half_keeps_accuracy_and_reloads_as_keras3(digits, t
     train, test = digits
     model = _trained(ops_graph(), train)
     before = _accuracy(model, test)
+    given = [w.copy() for w in model.get_weights()]
     pruned, outcome = magnitude.prune(model, train, sparsity=0.5, epochs=2, lr=1e-3)
+    assert pruned is not model  # the model given is left as it was: the gate compares the result with it
+    for a, b in zip(given, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
     assert outcome.ran and len(outcome.applied) == 3
     assert outcome.details["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
     after = _accuracy(pruned, test)

@@ -157,9 +157,25 @@ class Masks:
                 t.variable.assign(self.ops.multiply(t.variable, mask))
 
 
+def copy_of(model):
+    """A model of the same graph with its own weights (the technique must not change the model it is given: the
+    gate compares the result with it). clone_model for functional and Sequential models; a subclassed one (a
+    keras-hub backbone) goes through its own config, as saving does."""
+    import keras  # deferred: Keras 3 (TensorFlow), for Keras 3 models only
+
+    try:
+        twin = keras.models.clone_model(model)
+    except Exception:  # subclassed: rebuild from its config, build it with a call, then copy the weights
+        twin = type(model).from_config(model.get_config())
+        twin(keras.tree.map_structure(lambda t: keras.ops.zeros([1 if d is None else d for d in t.shape], t.dtype),
+                                      model.inputs if len(model.inputs) > 1 else model.inputs[0]))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def prune(model, train=None, *, sparsity: float = 0.5, epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
           m_by_n: tuple[int, int] | None = None, loss=None, seed: int = 0, frequency: int | None = None):
-    """Prune a Keras 3 model in place to ``sparsity`` (or an ``m_by_n`` pattern such as (2, 4)); returns
+    """Prune a copy of a Keras 3 model to ``sparsity`` (or an ``m_by_n`` pattern such as (2, 4)); returns
     (model, Outcome). ``train``: a Split with labels to fine-tune on (the model's own loss, or ``loss``), else
     one-shot at the target."""
     import keras  # deferred: Keras 3 (TensorFlow), for Keras 3 models only
@@ -167,6 +183,7 @@ def prune(model, train=None, *, sparsity: float = 0.5, epochs: int = 2, batch_si
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     outcome = Outcome(f"{m_by_n[0]}:{m_by_n[1]} sparsity" if m_by_n else "prune")
+    model = copy_of(model)
     targets, outcome.skipped = prunable(model)
     if m_by_n is not None:
         kept = []
@@ -200,7 +217,8 @@ def prune(model, train=None, *, sparsity: float = 0.5, epochs: int = 2, batch_si
                 masks.apply()
 
         keras.utils.set_random_seed(seed)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss or model.loss)
+        # jit_compile off: XLA's CPU reductions are not deterministic (the same command must give the same file)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss or model.loss, jit_compile=False)
         model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
                   callbacks=[UpdateMasks()])
     masks.update(sparsity)
