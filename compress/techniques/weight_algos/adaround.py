@@ -22,7 +22,6 @@ import numpy as np
 from models.backend import keras, tf
 
 from compress.techniques.outcome import Outcome
-from compress.techniques.selective import start_outcome
 from compress.techniques.weight_algos import common
 
 ZETA, GAMMA = 1.1, -0.1
@@ -115,19 +114,11 @@ def _samples(calibration, model, names) -> int:
 def adaround(model, calibration, grid: common.Grid = common.TFLITE_GRID, exclude=(), steps: int = STEPS,
              seed: int = 0) -> tuple[object, Outcome]:
     """(model whose handled kernels lie on ``grid`` with learned rounding, without batch norms; Outcome)."""
-    outcome = start_outcome(model, "adaround")
-    if outcome.blocked is None:
-        outcome.blocked = common.graph_problem(model)
-    if outcome.blocked is None and calibration is None:
-        outcome.blocked = "it needs calibration data (the rounding is learned on it)"
-    if outcome.blocked:
+    outcome, folded_model, graph, names = common.begin(model, "adaround", exclude, "the rounding is learned on it",
+                                                       calibration)
+    if folded_model is None:
         return model, outcome
-    model, folded, stayed = common.fold_batchnorms(model)
-    outcome.details["folded"] = folded
-    outcome.skipped.update(stayed)
-    graph = common.graph_of(model)
-    names, skipped = common.quantizable(model, graph, exclude)
-    outcome.skipped.update(skipped)
+    model = folded_model
     if not names:
         return model, outcome
     data = common.first(calibration, _samples(calibration, model, names))

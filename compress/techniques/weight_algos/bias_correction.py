@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from compress.techniques.outcome import Outcome
-from compress.techniques.selective import start_outcome
 from compress.techniques.weight_algos import common
 
 
@@ -31,20 +30,12 @@ def bias_correction(model, calibration, reference=None, grid: common.Grid = comm
                     add_bias: bool = False) -> tuple[object, Outcome]:
     """(model with corrected biases and no batch norms, Outcome). ``reference``: the fp32 model whose outputs are
     the target, with the same layer names and no batch norms (default: ``model`` itself, folded)."""
-    outcome = start_outcome(model, "bias-correction")
-    if outcome.blocked is None:
-        outcome.blocked = common.graph_problem(model)
-    if outcome.blocked is None and calibration is None:
-        outcome.blocked = "it needs calibration data (the mean outputs are measured on it)"
-    if outcome.blocked:
+    outcome, folded_model, graph, names = common.begin(model, "bias-correction", exclude,
+                                                       "the mean outputs are measured on it", calibration)
+    if folded_model is None:
         return model, outcome
-    model, folded, stayed = common.fold_batchnorms(model)
-    outcome.details["folded"] = folded
-    outcome.skipped.update(stayed)
+    model = folded_model
     reference = model if reference is None else reference
-    graph = common.graph_of(model)
-    names, skipped = common.quantizable(model, graph, exclude)
-    outcome.skipped.update(skipped)
     targets, updates = [], {}
     for name in names:
         if model.get_layer(name).get_config().get("use_bias", True):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from compress.techniques.outcome import Outcome
-from compress.techniques.selective import start_outcome
 from compress.techniques.weight_algos import common
 
 ROUNDS = 20
@@ -167,17 +166,9 @@ def verdicts(model) -> dict:
 def cle(model, calibration=None, rounds: int = ROUNDS) -> tuple[object, Outcome]:
     """(equalized model without batch norms, Outcome). ``calibration`` (optional; CLE needs no data) checks that
     the fp32 outputs did not change."""
-    outcome = start_outcome(model, "cle")
-    if outcome.blocked is None:
-        outcome.blocked = common.graph_problem(model)
-    if outcome.blocked:
+    outcome, folded_model, graph, names = common.begin(model, "cle")
+    if folded_model is None:
         return model, outcome
-    folded_model, folded, stayed = common.fold_batchnorms(model)
-    outcome.details["folded"] = folded
-    outcome.skipped.update(stayed)
-    graph = common.graph_of(folded_model)
-    names, skipped = common.quantizable(folded_model, graph)
-    outcome.skipped.update(skipped)
     pairs, reasons, via = _pairs(folded_model, graph, names)
     in_pair = {n for pair in pairs for n in pair}
     outcome.applied = [n for n in names if n in in_pair]

@@ -16,6 +16,8 @@ from models.backend import keras, tf
 from models.engines.keras3 import keras3
 from models.spec import n_samples, take
 
+from compress.techniques.selective import start_outcome
+
 #: Keras class name -> how its kernel is laid out ("conv": (..., in, out); "depthwise": (kh, kw, in, multiplier),
 #: output channel in * multiplier + m, as TFLite and ONNX order it; "dense": (in, out))
 KINDS = {"Conv1D": "conv", "Conv2D": "conv", "DepthwiseConv2D": "depthwise", "Dense": "dense"}
@@ -409,3 +411,23 @@ def max_relative_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         worst = max(worst, float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-12)))
     return worst
+
+
+def begin(model, technique: str, exclude=(), data_reason: str | None = None, calibration=None):
+    """What every weight algorithm does first: (Outcome, folded model, graph, quantizable layer names), the model
+    None when the Outcome is blocked (non-finite weights, a graph it cannot read, or no calibration data where
+    ``data_reason`` says why it needs some); batch norms folded and the layers it leaves alone recorded."""
+    outcome = start_outcome(model, technique)
+    if outcome.blocked is None:
+        outcome.blocked = graph_problem(model)
+    if outcome.blocked is None and data_reason and calibration is None:
+        outcome.blocked = f"it needs calibration data ({data_reason})"
+    if outcome.blocked:
+        return outcome, None, None, []
+    folded_model, folded, stayed = fold_batchnorms(model)
+    outcome.details["folded"] = folded
+    outcome.skipped.update(stayed)
+    graph = graph_of(folded_model)
+    names, skipped = quantizable(folded_model, graph, exclude)
+    outcome.skipped.update(skipped)
+    return outcome, folded_model, graph, names
