@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress.techniques.outcome import Outcome
-from compress.techniques.pruning import LayerSparsity, is_m_by_n
 
 #: leaf layer class -> the attributes holding the weights that multiply its input (tfmot's prune_registry names)
 KERNELS: dict[str, tuple[str, ...]] = {
@@ -40,6 +39,33 @@ NO_KERNEL = {"BatchNormalization": "only a scale, an offset and running statisti
              "RMSNormalization": "only a scale", "Normalization": "only the data's mean and variance",
              "UnitNormalization": "no weights", "PReLU": "only the slopes of its activation"}
 SCHEDULE_END = 0.6
+
+
+@dataclass
+class LayerSparsity:
+    layer: str
+    weights: int
+    zeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.weights if self.weights else 0.0
+
+
+def is_m_by_n(weights: np.ndarray, m_by_n=(2, 4)) -> bool:
+    """Every group of n consecutive input-channel values (TFLite layout, as tfmot masks them) has >= m zeros."""
+    m, n = m_by_n
+    w = np.asarray(weights)
+    if w.ndim == 2:
+        rows = w.T
+    elif w.ndim == 4:
+        rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
+    else:
+        return False
+    pad = (-rows.shape[1]) % n
+    rows = np.pad(rows, ((0, 0), (0, pad)))
+    blocks = rows.reshape(rows.shape[0], -1, n)
+    return bool(((blocks == 0).sum(-1) >= m).all())
 
 
 @dataclass

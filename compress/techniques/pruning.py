@@ -12,7 +12,6 @@ head dense (at 50.7%); cnn64 0.944 -> 0.932-0.938, 0.949-0.954 with its first co
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from models.backend import keras, quiet_stderr
 from models.loading import load_keras
 
 from compress.techniques import custom
+from compress.techniques.magnitude import LayerSparsity, is_m_by_n
 from compress.techniques.finetune import DEFAULT_LR, FineTune, as_finetune
 from compress.techniques.selective import kernel_weights, kernels_by_layer, rebuild, start_outcome, wrap_layers
 
@@ -34,17 +34,6 @@ with quiet_stderr():
     from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 SCHEDULES = ("polynomial", "constant")
-
-
-@dataclass
-class LayerSparsity:
-    layer: str
-    weights: int
-    zeros: int
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.weights if self.weights else 0.0
 
 
 def prune_support(layer, m_by_n: tuple[int, int] | None = None) -> str | None:
@@ -196,22 +185,6 @@ def prune(model, train=None, loss=None, *, sparsity: float = 0.5, epochs: int = 
         outcome.details["m_by_n"] = f"{m_by_n[0]}:{m_by_n[1]}"
         outcome.details["pattern_ok"] = all(verify_m_by_n(stripped, m_by_n, outcome.applied).values())
     return stripped, outcome
-
-
-def is_m_by_n(weights: np.ndarray, m_by_n=(2, 4)) -> bool:
-    """Every group of n consecutive input-channel values (TFLite layout, as tfmot masks them) has >= m zeros."""
-    m, n = m_by_n
-    w = np.asarray(weights)
-    if w.ndim == 2:
-        rows = w.T
-    elif w.ndim == 4:
-        rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
-    else:
-        return False
-    pad = (-rows.shape[1]) % n
-    rows = np.pad(rows, ((0, 0), (0, pad)))
-    blocks = rows.reshape(rows.shape[0], -1, n)
-    return bool(((blocks == 0).sum(-1) >= m).all())
 
 
 def verify_m_by_n(model, m_by_n=(2, 4), layers: list[str] | None = None) -> dict[str, bool]:
